@@ -1,0 +1,178 @@
+"""Per-batch work: `train_one_epoch` and `evaluate`, each returning a dict of metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dirtymnist import distributed as dist
+from dirtymnist.errors import DirtyMnistError
+from dirtymnist.transforms import augment, normalize, preprocess
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(DirtyMnistError):
+    pass
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """Every random draw of one batch derives from (seed, epoch, step, rank): resume is exact."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank, 7]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def to_input(images: torch.Tensor, cfg, device, g: torch.Generator | None, aug: str) -> torch.Tensor:
+    """uint8 (B, H, W) on any device -> normalised network input on `device`."""
+    x = preprocess(images.to(device, non_blocking=True), cfg)
+    if g is not None and aug != "none":
+        x = augment(x, aug, g)
+    x = normalize(x, cfg)
+    if cfg.channels_last == "on" or (cfg.channels_last == "auto" and x.is_cuda):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def autocast_context(cfg, device: torch.device):
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    if amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model, loader, *, epoch: int, start_step: int, steps: int, optimizer, scheduler, loss_fn,
+    cfg, device, ema=None, raw_model=None, scaler=None, aug: str = "none", softmax: bool = False,
+    on_step: Callable[[int], None] | None = None, desc: str = "train",
+) -> dict:
+    """Train over batches start_step..steps-1 of `loader` (which already starts at start_step)."""
+    model.train()
+    rank = dist.rank()
+    sum_loss, n_seen, data_time, step_time = 0.0, 0, 0.0, 0.0
+    bar = _progress(steps, start_step, desc)
+    t0 = time.perf_counter()
+    step = start_step
+    for images, targets in loader:
+        t_data = time.perf_counter()
+        data_time += t_data - t0
+        seed = step_seed(cfg.seed, epoch, step, rank)
+        torch.manual_seed(seed)  # dropout, stochastic depth
+        g = torch.Generator(device=device).manual_seed(seed)
+        x = to_input(images, cfg, device, g, aug)
+        y = targets.to(device, non_blocking=True).float()
+        with autocast_context(cfg, device):
+            logits = model(x)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y.argmax(1)) if softmax else loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
+                                "the last good checkpoint is untouched: lower lr or set grad_clip")
+        (scaler.scale(loss / cfg.accum_steps) if scaler else loss / cfg.accum_steps).backward()
+        boundary = (step + 1) % cfg.accum_steps == 0 or step + 1 == steps
+        if boundary:
+            if scaler:
+                scaler.unscale_(optimizer)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(raw_model if raw_model is not None else model)
+            if scheduler is not None and cfg.scheduler != "plateau" and cfg.scheduler_interval == "step":
+                scheduler.step()
+        sum_loss += loss.item() * x.shape[0]
+        n_seen += x.shape[0]
+        step += 1
+        t0 = time.perf_counter()
+        step_time += t0 - t_data
+        bar.update(step, loss.item(), optimizer.param_groups[0]["lr"])
+        if boundary and on_step is not None and step < steps:
+            on_step(step)
+    bar.close()
+    n_total = dist.all_reduce_sum(torch.tensor([sum_loss, float(n_seen)]))
+    return {
+        "train_loss": float(n_total[0] / max(n_total[1], 1)),
+        "samples": int(n_total[1]),
+        "data_time": data_time,
+        "step_time": step_time,
+    }
+
+
+@torch.no_grad()
+def predict_logits(model, loader, cfg, device, views=None) -> np.ndarray:
+    """Logits (N, K) float32 over the loader's batches; `views` = TTA list of (name, fn), averaged."""
+    model.eval()
+    out = []
+    for images, _ in loader:
+        x = to_input(images, cfg, device, None, "none")
+        acc = None
+        for _, fn in views or [("id", lambda t: t)]:
+            with autocast_context(cfg, device):
+                logits = model(fn(x)).float()
+            acc = logits if acc is None else acc + logits
+        out.append((acc / len(views or [0])).cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def evaluate(model, loader, targets: np.ndarray, cfg, device, loss_fn) -> dict:
+    """Validation metrics; also returns the probabilities (key `probs`) for out-of-fold files."""
+    from dirtymnist.metrics import exact_match, label_accuracy
+
+    logits = dist.gather_rows(predict_logits(model, loader, cfg, device), len(targets))
+    probs = 1 / (1 + np.exp(-logits))
+    loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets).float()))
+    pred = (probs > 0.5).astype(np.uint8)
+    return {
+        "val_loss": loss,
+        "label_acc": float(label_accuracy(pred, targets)),
+        "exact_match": float(exact_match(pred, targets)),
+        "per_letter_acc": [float(v) for v in (pred == targets).mean(0)],
+        "probs": probs,
+    }
+
+
+class _progress:
+    """tqdm on a terminal, a plain line every `every` steps otherwise (logs, CI, notebooks)."""
+
+    def __init__(self, total: int, start: int, desc: str, every: int = 0):
+        self.total, self.desc = total, desc
+        self.enabled = dist.is_main()
+        self.tty = sys.stderr.isatty()
+        self.every = every or max(1, total // 5)
+        self.bar = None
+        self.t0 = time.perf_counter()
+        self.start = start
+        if self.enabled and self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        elif step % self.every == 0 or step == self.total:
+            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else math.inf
+            log.info("%s %d/%d loss %.4f lr %.2e eta %.0fs", self.desc, step, self.total, loss, lr, eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

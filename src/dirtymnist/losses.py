@@ -1,0 +1,45 @@
+"""Multi-label losses on logits (B, K) and multi-hot float targets (B, K)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class FocalLoss(nn.Module):
+    """Binary focal loss (Lin et al. 2017), mean over every cell."""
+
+    def __init__(self, gamma: float = 2.0):
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p_t = torch.exp(-bce)
+        return ((1 - p_t) ** self.gamma * bce).mean()
+
+
+class AsymmetricLoss(nn.Module):
+    """timm's AsymmetricLossMultiLabel, scaled to a per-cell mean so its size reads like BCE."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.loss import AsymmetricLossMultiLabel
+
+        self.inner = AsymmetricLossMultiLabel(gamma_neg=4, gamma_pos=1, clip=0.05)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.inner(logits, target) / target.numel()
+
+
+def build_loss(name: str) -> nn.Module:
+    if name == "bce":
+        return nn.BCEWithLogitsLoss()
+    if name == "softmargin":
+        return nn.MultiLabelSoftMarginLoss()
+    if name == "focal":
+        return FocalLoss()
+    if name == "asl":
+        return AsymmetricLoss()
+    raise ValueError(f"unknown loss {name!r}")

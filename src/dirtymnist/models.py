@@ -1,0 +1,145 @@
+"""Model factory: any timm backbone with a presence head, logits out (B, num_classes)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from dirtymnist.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class ClassMapHead(nn.Module):
+    """1x1 conv to per-class maps, then a spatial pool: letters are local, presence is "somewhere".
+
+    pool: avg (mean over positions), max (strongest position), lse (log-sum-exp, between the two).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, pool: str, r: float = 5.0, drop: float = 0.0):
+        super().__init__()
+        self.pool, self.r = pool, r
+        self.drop = nn.Dropout2d(drop) if drop > 0 else nn.Identity()
+        self.conv = nn.Conv2d(in_features, num_classes, kernel_size=1)
+
+    def class_maps(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.drop(feats))  # (B, K, h, w)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        maps = self.class_maps(feats).flatten(2)  # (B, K, h*w)
+        if self.pool == "avg":
+            return maps.mean(-1)
+        if self.pool == "max":
+            return maps.amax(-1)
+        # lse: (1/r) log mean exp(r x) -- avg as r->0, max as r->inf
+        n = maps.shape[-1]
+        return (torch.logsumexp(self.r * maps, dim=-1) - torch.log(torch.tensor(float(n)))) / self.r
+
+
+class LetterNet(nn.Module):
+    """A timm trunk (features only) + ClassMapHead; or a plain timm classifier (head=timm)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module | None):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            return self.trunk(x)
+        return self.head(self.trunk.forward_features(x))
+
+
+def build_model(cfg, num_classes: int) -> LetterNet:
+    import timm
+
+    if cfg.pretrained.lower() in {"true", "hub", "imagenet", "yes"}:
+        raise ConfigError(
+            "pretrained weights from the hub need a network, which this tool never uses; "
+            "download the weights file elsewhere and pass --set pretrained=/path/to/file.safetensors "
+            "(or make task-specific weights offline with `dirtymnist pretrain`)"
+        )
+    try:
+        if cfg.head == "timm":
+            trunk = timm.create_model(
+                cfg.model, pretrained=False, num_classes=num_classes, in_chans=cfg.in_chans,
+                drop_rate=cfg.drop_rate,
+            )
+            model = LetterNet(trunk, None)
+        else:
+            trunk = timm.create_model(
+                cfg.model, pretrained=False, num_classes=0, global_pool="", in_chans=cfg.in_chans
+            )
+            head = ClassMapHead(trunk.num_features, num_classes, cfg.head, cfg.lse_r, cfg.drop_rate)
+            model = LetterNet(trunk, head)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid model" in str(exc):
+            hint = timm.list_models(f"*{cfg.model[:6]}*")[:5]
+            raise ConfigError(f"model={cfg.model!r} is not a timm model (close: {', '.join(hint) or 'none'})") from None
+        raise
+    if cfg.pretrained:
+        load_pretrained(model, cfg.pretrained)
+    return model
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a torch file (weights_only, never unpickling code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pretrained weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
+        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # one of our checkpoints
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(state, dict) and key in state:
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a state dict")
+    return state
+
+
+def load_pretrained(model: LetterNet, path: str | Path) -> None:
+    """Load backbone weights into model.trunk; the classifier/head is kept fresh when shapes differ.
+
+    Accepts our own files (`dirtymnist pretrain`, checkpoints: keys `trunk.*`/`head.*`) and
+    plain timm state dicts. A 3-channel stem is adapted to 1 channel (and back) like timm does.
+    """
+    from timm.models import adapt_input_conv
+
+    state = read_weights(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not any(k.startswith("trunk.") for k in state):
+        state = {f"trunk.{k}": v for k, v in state.items()}
+    own = model.state_dict()
+    loaded, skipped = {}, []
+    for key, value in state.items():
+        if key not in own:
+            skipped.append(key)
+            continue
+        target = own[key]
+        if value.shape != target.shape and value.ndim == 4 and value.shape[0] == target.shape[0]:
+            value = adapt_input_conv(target.shape[1], value)  # stem conv: 3 <-> 1 channels
+        if value.shape != target.shape:
+            skipped.append(key)
+            continue
+        loaded[key] = value
+    trunk_keys = [k for k in own if k.startswith("trunk.")]
+    missing_trunk = [k for k in trunk_keys if k not in loaded]
+    if len(missing_trunk) > 0.5 * len(trunk_keys):
+        raise ConfigError(
+            f"{path}: weights do not fit model {model.trunk.__class__.__name__} "
+            f"({len(missing_trunk)}/{len(trunk_keys)} backbone tensors missing or of another shape)"
+        )
+    model.load_state_dict(loaded, strict=False)
+    log.info("pretrained: loaded %d tensors from %s (%d skipped)", len(loaded), path, len(skipped))

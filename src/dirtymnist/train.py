@@ -1,0 +1,342 @@
+"""Train k folds: `dirtymnist train DATA_DIR --preset cpu --folds 0,1,2,3,4 [--set key=value]`.
+
+Reads top to bottom: seed -> data -> model -> loss -> optimizer/scheduler -> resume ->
+epoch loop -> save. Running the same command again resumes from `last.pt` bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dirtymnist import distributed as dist
+from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
+from dirtymnist.errors import ConfigError
+from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- helpers
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def choose_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class EpochPlan:
+    """One epoch of the curriculum: which stage, its source, how many batches, its lr."""
+
+    stage: int
+    stage_epoch: int  # epoch number inside the stage
+    stage_epochs: int
+    source: str  # data | synth | glyphs
+    steps: int  # batches in this epoch
+    lr: float
+    knobs: dict
+
+
+def build_plan(cfg: TrainConfig, data_batches: int) -> list[EpochPlan]:
+    stages = cfg.stages or [{"name": "main", "source": "data", "epochs": 0, "steps": 0, "lr": 0.0, "knobs": {}}]
+    plan = []
+    for i, s in enumerate(stages):
+        epochs = s["epochs"] or (cfg.epochs if s["source"] == "data" else 1)
+        steps = data_batches if s["source"] == "data" else s["steps"]
+        for e in range(epochs):
+            plan.append(EpochPlan(i, e, epochs, s["source"], steps, s["lr"] or cfg.lr, s["knobs"]))
+    return plan
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer, plan: list[EpochPlan], stage: int):
+    """The stage's schedule, starting from its peak lr. Cosine/constant may step per batch."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = next(p.lr for p in plan if p.stage == stage)
+    epochs = [p for p in plan if p.stage == stage]
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    per_step = cfg.scheduler_interval == "step"
+    opt_steps = [math.ceil(p.steps / cfg.accum_steps) for p in epochs]
+    total = sum(opt_steps) if per_step else len(epochs)
+    warm = cfg.warmup_epochs * (opt_steps[0] if per_step else 1)
+    floor = cfg.min_lr_ratio
+
+    def factor(t: int) -> float:
+        if t < warm:
+            return (t + 1) / warm
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (t - warm) / max(1.0, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+# --------------------------------------------------------------------------- data
+def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
+    """Cache (built once, reused) and folds. Returns (split, fold per row, rows in the subset)."""
+    from dirtymnist.cache import build_cache, open_split
+    from dirtymnist.dataset import DataPaths
+    from dirtymnist.folds import make_folds, read_folds_csv
+
+    paths = DataPaths.from_root(data_dir)
+    if dist.is_main():
+        cache = build_cache(paths, cache_dir=cache_dir)
+        folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
+                                   subset=cfg.subset or None, method=cfg.folds_method)
+    dist.barrier()
+    if not dist.is_main():
+        cache = build_cache(paths, cache_dir=cache_dir)
+        folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
+                                   subset=cfg.subset or None, method=cfg.folds_method)
+    split = open_split(cache, "train")
+    if split.labels is None:
+        raise ConfigError(f"{data_dir}: the training split has no labels")
+    fold_index, fold_of = read_folds_csv(folds_path)
+    pos = np.searchsorted(split.index, fold_index)
+    if np.any(pos >= len(split.index)) or np.any(split.index[np.minimum(pos, len(split.index) - 1)] != fold_index):
+        raise ConfigError(f"{folds_path}: holds indices that are not in the dataset; delete it to rebuild")
+    return split, pos, fold_of
+
+
+# --------------------------------------------------------------------------- entry points
+def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir=None,
+          force: bool = False, cache_dir=None) -> dict[int, dict]:
+    """Train each fold in turn (each resumable). Returns {fold: best validation metrics}."""
+    device = dist.init_from_env() or choose_device()
+    run_dir = Path(run_dir or Path("runs") / (cfg.preset or "run"))
+    folds = folds if folds is not None else [0]
+    for f in folds:
+        if not 0 <= f < cfg.folds_k:
+            raise ConfigError(f"fold {f} is out of range for folds_k={cfg.folds_k}")
+    if cfg.batch_size % dist.world_size():
+        raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
+    split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    results = {}
+    try:
+        for f in folds:
+            results[f] = train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f],
+                                    run_dir / f"fold{f}", device, force=force, fold=f)
+    finally:
+        dist.barrier()
+    return results
+
+
+def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.ndarray,
+               fold_dir: Path, device: torch.device, *, force: bool = False, fold: int = 0) -> dict:
+    from timm.utils import ModelEmaV3
+
+    from dirtymnist.engine import evaluate, train_one_epoch
+    from dirtymnist.losses import build_loss
+    from dirtymnist.models import build_model
+
+    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    letters = list(split.letters)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    # data
+    per_rank = cfg.batch_size // world
+    n_data_batches = len(train_rows) // cfg.batch_size
+    if n_data_batches < 1 and not cfg.stages:
+        raise ConfigError(f"fold {fold}: {len(train_rows)} training images is less than one batch of {cfg.batch_size}")
+    plan = build_plan(cfg, n_data_batches)
+    val_targets = split.labels[val_rows].astype(np.uint8)
+    val_set = CachedBatches(split.images, split.labels, val_rows, max(1, 2 * per_rank) * world,
+                            shuffle=False, drop_last=False, rank=rank, world=world)
+
+    # model, loss, optimizer
+    model = build_model(cfg, len(letters)).to(device)
+    if cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg.loss)
+    optimizer = build_optimizer(cfg, model)
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+
+    # resume
+    state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": [], "stale": 0,
+             "stopped": False}
+    last = fold_dir / "last.pt"
+    sched_state, resume_lrs = None, None
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        changed = diff_configs(ckpt["config"], cfg.to_dict())
+        if changed and not force:
+            raise ConfigError(
+                f"{last}: was trained with another config (differs in {', '.join(changed)}); "
+                "use the same settings, another --run-dir, or --force")
+        if list(ckpt["letters"]) != letters:
+            raise ConfigError(f"{last}: class list {ckpt['letters']} differs from the data's")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        sched_state = ckpt.get("scheduler")
+        resume_lrs = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
+        set_rng_state(ckpt["rng"])
+        state.update({k: ckpt[k] for k in state if k in ckpt})
+        if main:
+            log.info("fold %d: resuming from %s (epoch %d, step %d)", fold, last, state["epoch"] + 1, state["step"])
+    if state["epoch"] >= len(plan) or state["stopped"]:
+        if main:
+            log.info("fold %d: already finished (%d epochs)", fold, len(plan))
+        return state["best"] or {}
+
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    eval_model = ema.module if ema is not None else model
+
+    def checkpoint(epoch: int, step: int, scheduler) -> dict:
+        return {
+            "model": model.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "step": step, "best": state["best"], "best_epoch": state["best_epoch"],
+            "history": state["history"], "stale": state["stale"], "stopped": state["stopped"],
+            "config": cfg.to_dict(), "letters": letters, "rng": rng_state(), "fold": fold,
+        }
+
+    scheduler = None
+    for epoch in range(state["epoch"], len(plan)):
+        spec = plan[epoch]
+        start_step = state["step"] if epoch == state["epoch"] else 0
+        stage_start = spec.stage_epoch == 0 and start_step == 0
+        if scheduler is None or stage_start:
+            scheduler = build_scheduler(cfg, optimizer, plan, spec.stage)
+            if sched_state is not None and epoch == state["epoch"] and not stage_start:
+                # mid-stage resume: the schedule's position and the lr it had reached
+                scheduler.load_state_dict(sched_state)
+                for group, lr in zip(optimizer.param_groups, resume_lrs):
+                    group["lr"] = lr
+        if spec.source == "data":
+            batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
+                                    seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            aug = cfg.augment
+        else:
+            batches = SynthBatches(spec.source, spec.knobs, cfg.batch_size, spec.steps,
+                                   seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            aug = "rot90" if cfg.augment != "none" else "none"
+        loader = make_loader(batches, start_step, cfg.num_workers, device.type == "cuda")
+        last_save = [time.monotonic()]
+
+        def on_step(step: int, epoch=epoch) -> None:
+            if cfg.checkpoint_minutes > 0 and time.monotonic() - last_save[0] >= cfg.checkpoint_minutes * 60:
+                if main:
+                    save_checkpoint(checkpoint(epoch, step, scheduler), last)
+                last_save[0] = time.monotonic()
+
+        t0 = time.perf_counter()
+        stats = train_one_epoch(
+            train_model, loader, epoch=epoch, start_step=start_step, steps=len(batches),
+            optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=cfg, device=device,
+            ema=ema, raw_model=model, scaler=scaler, aug=aug, softmax=spec.source == "glyphs", on_step=on_step,
+            desc=f"fold {fold} epoch {epoch + 1}/{len(plan)}")
+        train_seconds = time.perf_counter() - t0
+        val_loader = make_loader(val_set, 0, 0, False)
+        val = evaluate(eval_model, val_loader, val_targets, cfg, device, loss_fn)
+        if scheduler is not None:
+            if cfg.scheduler == "plateau":
+                scheduler.step(val["val_loss"])
+            elif cfg.scheduler == "step" or cfg.scheduler_interval == "epoch":
+                scheduler.step()
+        probs = val.pop("probs")
+        row = {
+            "epoch": epoch + 1, "stage": spec.stage, "source": spec.source, **stats, **val,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+            "samples_per_s": stats["samples"] / max(train_seconds, 1e-9),
+        }
+        state["history"].append(row)
+        better = _is_better(cfg, val, state["best"])
+        if better:
+            state["best"], state["best_epoch"], state["stale"] = {k: row[k] for k in ("epoch", "val_loss", "label_acc", "exact_match")}, epoch, 0
+        else:
+            state["stale"] += 1
+        stop = cfg.early_stopping > 0 and state["stale"] >= cfg.early_stopping
+        if main:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            if better:
+                best = checkpoint(epoch + 1, 0, scheduler)
+                best.pop("optimizer")
+                save_checkpoint(best, fold_dir / "best.pt")
+                _save_npy(fold_dir / "oof.npy", probs.astype(np.float32))
+                _save_npy(fold_dir / "oof_index.npy", split.index[val_rows])
+            state["stopped"] = stop
+            ck = checkpoint(epoch + 1, 0, scheduler)
+            save_checkpoint(ck, last)
+            if cfg.keep_last > 0:
+                save_checkpoint(ck, fold_dir / f"epoch{epoch + 1:03d}.pt")
+                for old in sorted(fold_dir.glob("epoch*.pt"))[:-cfg.keep_last]:
+                    old.unlink()
+            _write_metrics(fold_dir / "metrics.jsonl", state["history"])
+            log.info("fold %d epoch %d/%d: train_loss %.4f val_loss %.4f label_acc %.4f exact %.3f "
+                     "(%.0f samples/s, %.0fs)%s", fold, epoch + 1, len(plan), row["train_loss"],
+                     row["val_loss"], row["label_acc"], row["exact_match"], row["samples_per_s"],
+                     row["seconds"], " *" if better else "")
+        dist.barrier()
+        if stop:
+            if main:
+                log.info("fold %d: early stop, no better %s for %d epochs", fold, cfg.best_metric, cfg.early_stopping)
+            break
+    return state["best"]
+
+
+def _is_better(cfg: TrainConfig, val: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if cfg.best_metric == "loss":
+        return val["val_loss"] < best["val_loss"]
+    return val["label_acc"] > best["label_acc"]
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    # Rewritten whole from the checkpointed history, so a kill never leaves a torn or doubled line.
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history))
