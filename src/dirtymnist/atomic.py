@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _maybe_inject_kill()
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_writes = 0
+
+
+def _maybe_inject_kill() -> None:
+    """Fault injection for the kill/resume tests: DIRTYMNIST_KILL_AT_WRITE=N makes this
+    process SIGKILL itself during its N-th atomic write, after the temp file is complete and
+    before the rename -- the worst moment for a non-atomic writer."""
+    global _writes
+    target = os.environ.get("DIRTYMNIST_KILL_AT_WRITE")
+    if not target:
+        return
+    _writes += 1
+    if _writes == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -84,7 +84,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True
     checkpoint_minutes: float = 0.0  # also checkpoint inside an epoch every N minutes
-    keep_last: int = 1  # keep the K newest epoch checkpoints (epoch{N}.pt) besides last/best
+    keep_last: int = 0  # also keep the K newest epoch checkpoints (epoch{N}.pt); 0 = only last/best
     log_every: int = 20
     tensorboard: bool = False
     preset: str = ""

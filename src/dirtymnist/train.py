@@ -116,7 +116,7 @@ def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
     """Cache (built once, reused) and folds. Returns (split, fold per row, rows in the subset)."""
     from dirtymnist.cache import build_cache, open_split
     from dirtymnist.dataset import DataPaths
-    from dirtymnist.folds import make_folds, read_folds_csv
+    from dirtymnist.folds import make_folds, read_folds
 
     paths = DataPaths.from_root(data_dir)
     if dist.is_main():
@@ -131,7 +131,7 @@ def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
     split = open_split(cache, "train")
     if split.labels is None:
         raise ConfigError(f"{data_dir}: the training split has no labels")
-    fold_index, fold_of = read_folds_csv(folds_path)
+    fold_index, fold_of = read_folds(folds_path)
     pos = np.searchsorted(split.index, fold_index)
     if np.any(pos >= len(split.index)) or np.any(split.index[np.minimum(pos, len(split.index) - 1)] != fold_index):
         raise ConfigError(f"{folds_path}: holds indices that are not in the dataset; delete it to rebuild")
@@ -199,6 +199,9 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": [], "stale": 0,
              "stopped": False}
     last = fold_dir / "last.pt"
+    if main and fold_dir.is_dir():
+        for stale in fold_dir.glob(".*.tmp"):  # temp files of a write that was killed
+            stale.unlink()
     sched_state, resume_lrs = None, None
     if last.exists():
         ckpt = load_checkpoint(last)

@@ -1,0 +1,158 @@
+"""Training engine: config errors, presets, a tiny fold end to end, bit-exact kill/resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dirtymnist.checkpoint import load_checkpoint, load_model
+from dirtymnist.cli import main as cli_main
+from dirtymnist.config import list_presets, load_config
+from dirtymnist.errors import ConfigError
+from dirtymnist.models import build_model
+
+# Small and fast, but exercising every random part: per-sample augmentation, dropout,
+# EMA, a per-batch cosine schedule with warmup, gradient clipping.
+TINY = [
+    "model=test_resnet", "image_size=64", "batch_size=8", "epochs=2", "head=lse",
+    "augment=winner", "drop_rate=0.2", "ema=0.9", "grad_clip=1.0", "warmup_epochs=0.5",
+]
+
+
+def _train_cmd(data, run_dir, extra=()):
+    args = [sys.executable, "-m", "dirtymnist", "train", str(data), "--preset", "cpu", "--run-dir", str(run_dir)]
+    for item in [*TINY, "checkpoint_minutes=0.000001", *extra]:
+        args += ["--set", item]
+    return args
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIRTYMNIST_KILL")}
+    env.update({"OMP_NUM_THREADS": "1", **extra})
+    return env
+
+
+def test_unknown_key_is_an_error():
+    with pytest.raises(ConfigError, match="unknown key 'epoch'.*did you mean 'epochs'"):
+        load_config("cpu", ["epoch=3"])
+
+
+@pytest.mark.parametrize("bad", ["optimizer=lbfgs", "lr=-1", "in_chans=2", "epochs=two", "ema=1.5"])
+def test_invalid_values_are_errors(bad):
+    with pytest.raises(ConfigError):
+        load_config("cpu", [bad])
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match="choose from"):
+        load_config("nope")
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = load_config("winner", ["epochs=2", "subset=400", "lr=3e-4", "compile=true"])
+    assert (cfg.epochs, cfg.subset, cfg.lr, cfg.compile) == (2, 400, 3e-4, True)
+    assert cfg.loss == "softmargin" and cfg.preset == "winner"
+
+
+@pytest.mark.parametrize("preset", ["cpu", "default", "winner", "seed"])
+def test_every_preset_builds_and_runs_one_batch(preset):
+    cfg = load_config(preset)
+    from dirtymnist.engine import to_input
+
+    model = build_model(cfg, 26)
+    x = to_input(torch.randint(0, 256, (2, 256, 256), dtype=torch.uint8), cfg, torch.device("cpu"),
+                 torch.Generator().manual_seed(0), cfg.augment)
+    assert x.shape == (2, cfg.in_chans, cfg.image_size, cfg.image_size)
+    assert model(x).shape == (2, 26)
+    assert set(list_presets()) >= {"cpu", "default", "winner", "seed"}
+
+
+def test_hub_weights_without_network_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="pretrained=/path/to/file"):
+        build_model(load_config("cpu", ["pretrained=imagenet"]), 26)
+
+
+def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):
+    data = make_dataset(tmp_path / "data", n_train=40, n_test=4)
+    run = tmp_path / "run"
+    args = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), "--fold", "1"]
+    for item in TINY:
+        args += ["--set", item]
+    assert cli_main(args) == 0
+    fold = run / "fold1"
+    rows = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "val_loss", "label_acc", "exact_match", "per_letter_acc", "lr", "seconds", "samples_per_s"):
+        assert key in rows[0]
+    assert 0 <= rows[-1]["label_acc"] <= 1 and len(rows[0]["per_letter_acc"]) == 26
+    ckpt = load_checkpoint(fold / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["model"] == "test_resnet" and len(ckpt["letters"]) == 26
+    import numpy as np
+
+    oof, oof_index = np.load(fold / "oof.npy"), np.load(fold / "oof_index.npy")
+    assert oof.shape == (8, 26) and oof_index.shape == (8,)
+    model, cfg, letters = load_model(fold / "best.pt")
+    assert cfg.head == "lse" and letters[0] == "a"
+    # the same command again: nothing left to do; another config: refused, naming the keys
+    assert cli_main(args) == 0
+    assert cli_main([*args, "--set", "lr=0.1"]) == 2
+    assert "differs in lr" in capsys.readouterr().err
+
+
+def test_killed_runs_resume_bit_exactly(tmp_path, make_dataset):
+    """SIGKILL a real training process at several points, including in the middle of
+    checkpoint writes, resume each time, and compare with an uninterrupted run."""
+    data = make_dataset(tmp_path / "data", n_train=48, n_test=2)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run(_train_cmd(data, ref), env=_env(), check=True, capture_output=True)
+
+    # kill points: the Nth atomic write of each process (mid-epoch, end-of-epoch best/oof/last)
+    kills = [3, 2, 5, 1, 4]
+    for n in kills:
+        proc = subprocess.run(_train_cmd(data, run), env=_env(DIRTYMNIST_KILL_AT_WRITE=str(n)), capture_output=True)
+        assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    done = subprocess.run(_train_cmd(data, run), env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+    a, b = load_checkpoint(ref / "fold0" / "last.pt"), load_checkpoint(run / "fold0" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for part in ("model", "ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k, s in a["optimizer"]["state"].items():
+        assert torch.equal(s["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+    assert not list((run / "fold0").glob(".*.tmp"))
+
+
+def test_non_finite_loss_stops_with_a_message(tmp_path, make_dataset, capsys):
+    data = make_dataset(tmp_path / "data", n_train=24, n_test=2)
+    args = ["train", str(data), "--preset", "cpu", "--run-dir", str(tmp_path / "run")]
+    for item in [*TINY, "lr=1e30", "grad_clip=0", "epochs=3", "optimizer=sgd"]:
+        args += ["--set", item]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_ddp_two_processes_gloo(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=40, n_test=2)
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    subprocess.run(_train_cmd(data, single), env=_env(), check=True, capture_output=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "dirtymnist", *_train_cmd(data, ddp)[3:]]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    rows_single = [json.loads(x) for x in (single / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    rows_ddp = [json.loads(x) for x in (ddp / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in rows_ddp] == [r["samples"] for r in rows_single]
+    model, cfg, _ = load_model(ddp / "fold0" / "best.pt")
+    assert cfg.model == "test_resnet"
+    assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 26)
