@@ -16,7 +16,7 @@ from dirtymnist import __version__
 from dirtymnist.errors import DirtyMnistError
 
 # Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
-_GROUPS = ("data", "training", "inference", "look", "delivery")
+_GROUPS = ("data", "synth", "training", "inference", "look", "delivery")
 
 
 def build_parser() -> argparse.ArgumentParser:
