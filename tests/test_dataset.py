@@ -161,3 +161,16 @@ def test_truncated_png(tmp_path):
     path.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(DataError, match="t.png: not a readable image"):
         read_image(path)
+
+
+def test_renamed_folders_are_remembered_after_cache(tmp_path, make_dataset):
+    from dirtymnist.cli import main
+    from dirtymnist.dataset import DataPaths
+
+    root = make_dataset(tmp_path / "data", n_train=6, n_test=2)
+    (root / "dirty_mnist_2nd").rename(root / "train")
+    (root / "test_dirty_mnist_2nd").rename(root / "test")
+    assert main(["cache", str(root), "--train-dir", "train", "--test-dir", "test", "--workers", "1"]) == 0
+    paths = DataPaths.from_root(root)  # no overrides: read back from dirtymnist_layout.json
+    assert paths.train_dir == root / "train" and paths.test_dir == root / "test"
+    assert main(["folds", str(root), "--k", "2"]) == 0

@@ -17,6 +17,10 @@ from dirtymnist.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+# Renamed folders are given once (`dirtymnist cache DATA_DIR --train-dir train ...`) and
+# remembered here, so every later command finds them from DATA_DIR alone.
+LAYOUT_FILE = "dirtymnist_layout.json"
+_LAYOUT_KEYS = ("train_dir", "train_csv", "test_dir", "sample_csv", "test_answer_csv")
 _MAX_NAMED = 5  # how many offenders an error message names before "... (N in total)"
 
 
@@ -41,8 +45,18 @@ class DataPaths:
         sample_csv: str | os.PathLike | None = None,
         test_answer_csv: str | os.PathLike | None = None,
     ) -> DataPaths:
-        """Competition names under `root`; any part overridable, relative ones resolved in `root`."""
+        """Competition names under `root`; any part overridable, relative ones resolved in `root`.
+
+        Parts not given come from `root/dirtymnist_layout.json` when present, else the
+        competition's names.
+        """
         root = Path(root).expanduser().absolute()
+        saved = _read_layout_file(root)
+        train_dir = train_dir if train_dir is not None else saved.get("train_dir")
+        train_csv = train_csv if train_csv is not None else saved.get("train_csv")
+        test_dir = test_dir if test_dir is not None else saved.get("test_dir")
+        sample_csv = sample_csv if sample_csv is not None else saved.get("sample_csv")
+        test_answer_csv = test_answer_csv if test_answer_csv is not None else saved.get("test_answer_csv")
 
         def pick(value: str | os.PathLike | None, default: str) -> Path:
             path = Path(value).expanduser() if value is not None else Path(default)
@@ -56,6 +70,40 @@ class DataPaths:
             sample_csv=pick(sample_csv, layout.SAMPLE_CSV),
             test_answer_csv=pick(test_answer_csv, layout.TEST_ANSWER_CSV),
         )
+
+
+def _read_layout_file(root: Path) -> dict:
+    import json
+
+    path = root / LAYOUT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict) or set(data) - set(_LAYOUT_KEYS):
+        raise DataError(f"{path}: expected an object with keys among {', '.join(_LAYOUT_KEYS)}")
+    return data
+
+
+def save_layout(paths: DataPaths) -> Path | None:
+    """Remember non-default part names in DATA_DIR/dirtymnist_layout.json (None if all default)."""
+    import json
+
+    from dirtymnist.atomic import atomic_write_text
+
+    custom = {}
+    for key, name in zip(_LAYOUT_KEYS, (layout.TRAIN_DIR, layout.TRAIN_CSV, layout.TEST_DIR,
+                                        layout.SAMPLE_CSV, layout.TEST_ANSWER_CSV)):
+        value = getattr(paths, key)
+        if value != paths.root / name:
+            custom[key] = str(value.relative_to(paths.root)) if value.is_relative_to(paths.root) else str(value)
+    path = paths.root / LAYOUT_FILE
+    if not custom:
+        return None
+    atomic_write_text(path, json.dumps(custom, indent=2) + "\n")
+    return path
 
 
 @dataclass(frozen=True)

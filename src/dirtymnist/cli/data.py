@@ -57,8 +57,14 @@ def _paths(args: argparse.Namespace):
 def _cache(args: argparse.Namespace) -> int:
     from dirtymnist.cache import build_cache, open_split
 
-    cache_dir = build_cache(_paths(args), cache_dir=args.cache_dir, workers=args.workers,
+    from dirtymnist.dataset import save_layout
+
+    paths = _paths(args)
+    cache_dir = build_cache(paths, cache_dir=args.cache_dir, workers=args.workers,
                             force=args.force)
+    remembered = save_layout(paths)
+    if remembered:
+        print(f"folder names remembered in {remembered} (later commands need only DATA_DIR)")
     parts = []
     for split in ("train", "test"):
         s = open_split(cache_dir, split)
