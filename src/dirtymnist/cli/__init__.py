@@ -16,7 +16,7 @@ from dirtymnist import __version__
 from dirtymnist.errors import DirtyMnistError
 
 # Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
-_GROUPS = ("data", "synth", "training", "inference", "look", "delivery")
+_GROUPS = ("data", "synth", "training", "search", "inference", "look", "delivery")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,4 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dirtymnist {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `dirtymnist evaluate ... | head`
+        sys.stderr.close()
+        return 0
     return int(result or 0)
