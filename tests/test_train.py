@@ -21,7 +21,7 @@ from dirtymnist.models import build_model
 # EMA, a per-batch cosine schedule with warmup, gradient clipping.
 TINY = [
     "model=test_resnet", "image_size=64", "batch_size=8", "epochs=2", "head=lse",
-    "augment=winner", "drop_rate=0.2", "ema=0.9", "grad_clip=1.0", "warmup_epochs=0.5",
+    "augment=winner", "drop_rate=0.2", "ema=0.9", "grad_clip=1.0", "warmup_epochs=0.5", "stages=[]",
 ]
 
 

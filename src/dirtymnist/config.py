@@ -27,11 +27,14 @@ class StageConfig:
     """One curriculum stage: where its data comes from, how long, and its learning rate."""
 
     name: str = "main"
-    source: str = "data"  # "data" (the cached folder) | "synth" (scenes made on the fly) | "glyphs"
+    source: str = "data"  # data (the cached folder) | synth (scenes made on the fly) |
+    # dense (scenes + letter position maps) | glyphs (single-glyph crops, softmax)
     epochs: int = 0  # epochs over the data (source=data); 0 = cfg.epochs
     steps: int = 0  # optimizer steps (source=synth/glyphs)
     lr: float = 0.0  # peak lr; 0 = cfg.lr
-    knobs: dict = field(default_factory=dict)  # SceneKnobs overrides for source=synth/glyphs
+    knobs: dict = field(default_factory=dict)  # SceneKnobs overrides for source=synth/dense/glyphs
+    pool: int = 0  # source=synth/dense/glyphs: reuse a fixed set of this many samples (0 = all fresh)
+    dense_weight: float = 1.0  # source=dense: weight of the position-map loss beside image-level BCE
 
 
 @dataclass
@@ -72,6 +75,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False
     early_stopping: int = 0  # patience in epochs on best_metric, 0 = off
+    time_limit: float = 0.0  # stop after the epoch in which training time reaches N minutes, 0 = off
     best_metric: str = "label_acc"  # label_acc (higher is better) | loss (lower is better)
     stages: list = field(default_factory=list)  # curriculum: list of StageConfig dicts
     # --- data
@@ -107,7 +111,7 @@ _CHOICES = {
     "best_metric": {"label_acc", "loss"},
     "folds_method": {"stratified", "kfold"},
 }
-_STAGE_SOURCES = {"data", "synth", "glyphs"}
+_STAGE_SOURCES = {"data", "synth", "dense", "glyphs"}
 
 
 def preset_dir() -> Path:

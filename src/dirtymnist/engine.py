@@ -52,16 +52,20 @@ def autocast_context(cfg, device: torch.device):
 def train_one_epoch(
     model, loader, *, epoch: int, start_step: int, steps: int, optimizer, scheduler, loss_fn,
     cfg, device, ema=None, raw_model=None, scaler=None, aug: str = "none", softmax: bool = False,
-    on_step: Callable[[int], None] | None = None, desc: str = "train",
+    dense_weight: float = 1.0, on_step: Callable[[int], None] | None = None, desc: str = "train",
 ) -> dict:
-    """Train over batches start_step..steps-1 of `loader` (which already starts at start_step)."""
+    """Train over batches start_step..steps-1 of `loader` (which already starts at start_step).
+
+    A batch is (images, targets) or (images, targets, position maps): with maps, the loss adds
+    `dense_weight` x `dense_loss` on the model's class maps.
+    """
     model.train()
     rank = dist.rank()
     sum_loss, n_seen, data_time, step_time = 0.0, 0, 0.0, 0.0
     bar = _progress(steps, start_step, desc)
     t0 = time.perf_counter()
     step = start_step
-    for images, targets in loader:
+    for images, targets, *extra in loader:
         t_data = time.perf_counter()
         data_time += t_data - t0
         seed = step_seed(cfg.seed, epoch, step, rank)
@@ -70,9 +74,11 @@ def train_one_epoch(
         x = to_input(images, cfg, device, g, aug)
         y = targets.to(device, non_blocking=True).float()
         with autocast_context(cfg, device):
-            logits = model(x)
-        logits = logits.float()
+            out = model(x, return_maps=True) if extra else model(x)
+        logits, maps = (out[0].float(), out[1].float()) if extra else (out.float(), None)
         loss = F.cross_entropy(logits, y.argmax(1)) if softmax else loss_fn(logits, y)
+        if maps is not None:
+            loss = loss + dense_weight * dense_loss(maps, extra[0].to(device, non_blocking=True))
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
                                 "the last good checkpoint is untouched: lower lr or set grad_clip")
@@ -111,12 +117,22 @@ def train_one_epoch(
     }
 
 
+def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Focal BCE of class maps (B, K, h, w) logits against position maps (B, K, g, g) {0,1},
+    max-pooled to (h, w); summed and divided by the number of positive cells (CenterNet)."""
+    t = F.adaptive_max_pool2d(target.float(), maps.shape[-2:])
+    bce = F.binary_cross_entropy_with_logits(maps, t, reduction="none")
+    p = torch.sigmoid(maps)
+    weight = torch.where(t > 0, (1 - p) ** 2, p**2).detach()
+    return (weight * bce).sum() / t.sum().clamp(min=1.0)
+
+
 @torch.no_grad()
 def predict_logits(model, loader, cfg, device, views=None) -> np.ndarray:
     """Logits (N, K) float32 over the loader's batches; `views` = TTA list of (name, fn), averaged."""
     model.eval()
     out = []
-    for images, _ in loader:
+    for images, *_ in loader:
         x = to_input(images, cfg, device, None, "none")
         acc = None
         for _, fn in views or [("id", lambda t: t)]:

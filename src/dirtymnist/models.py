@@ -29,7 +29,11 @@ class ClassMapHead(nn.Module):
         return self.conv(self.drop(feats))  # (B, K, h, w)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        maps = self.class_maps(feats).flatten(2)  # (B, K, h*w)
+        return self.pool_maps(self.class_maps(feats))
+
+    def pool_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) class maps -> (B, K) presence logits."""
+        maps = maps.flatten(2)  # (B, K, h*w)
         if self.pool == "avg":
             return maps.mean(-1)
         if self.pool == "max":
@@ -47,14 +51,21 @@ class LetterNet(nn.Module):
         self.trunk = trunk
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_maps: bool = False):
+        """Logits (B, K); with return_maps also the per-class maps (B, K, h, w) (dense targets)."""
         if self.head is None:
+            if return_maps:
+                raise ConfigError("dense (position) targets need a class-map head: head=avg|max|lse")
             return self.trunk(x)
-        return self.head(self.trunk.forward_features(x))
+        maps = self.head.class_maps(self.trunk.forward_features(x))
+        logits = self.head.pool_maps(maps)
+        return (logits, maps) if return_maps else logits
 
 
 def build_model(cfg, num_classes: int) -> LetterNet:
     import timm
+
+    import dirtymnist.nets  # noqa: F401  (registers the dm_fcn* models with timm)
 
     if cfg.pretrained.lower() in {"true", "hub", "imagenet", "yes"}:
         raise ConfigError(

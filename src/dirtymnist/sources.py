@@ -44,39 +44,88 @@ class CachedBatches(Dataset):
 
 
 class SynthBatches(Dataset):
-    """Batch `i` of an epoch of freshly generated scenes (or single-glyph crops).
+    """Batch `i` of an epoch of freshly generated samples.
 
-    Scene j of batch i of epoch e is `render(seed, index)` with a unique index, so workers
-    and ranks can generate in any order with identical results.
+    kind: "synth" (scenes), "dense" (scenes + position maps (B, 26, g, g)), "glyphs"
+    (single-glyph crops, one-hot labels). Sample j of batch i of epoch e is rendered from
+    (seed, index) with a unique index, so workers and ranks can generate in any order with
+    identical results. With `pool` > 0 the indices wrap around a fixed set of `pool` samples,
+    kept in memory after their first rendering (generation paid once; epochs repeat them).
+    Yields (images, targets) or, for "dense", (images, targets, maps).
     """
 
     def __init__(self, kind: str, knobs: dict, batch_size: int, steps: int, *, seed: int,
-                 epoch: int, rank: int = 0, world: int = 1, letters=None):
+                 epoch: int, rank: int = 0, world: int = 1, pool: int = 0, letters=None):
         self.kind, self.knobs_dict = kind, dict(knobs)
         self.batch_size, self.steps, self.seed, self.epoch = batch_size, steps, seed, epoch
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.pool = rank, world, pool
         self._knobs = None
 
     def __len__(self) -> int:
         return self.steps
 
-    def __getitem__(self, i: int):
-        from dirtymnist import synth
+    def _render(self, index: int):
+        from dirtymnist import crops
 
         if self._knobs is None:
-            self._knobs = synth.SceneKnobs(**self.knobs_dict) if hasattr(synth, "SceneKnobs") else None
+            base = crops.CROP_DEFAULTS if self.kind == "glyphs" else None
+            self._knobs = crops.make_knobs(self.knobs_dict, base)
+        if self.kind == "glyphs":
+            return crops.render_glyph_crop(self.seed, index, self._knobs)
+        if self.kind == "dense":
+            return crops.render_dense(self.seed, index, self._knobs)
+        from dirtymnist.synth import render_scene
+
+        scene = render_scene(self.seed, index, self._knobs)
+        return scene.image, scene.labels
+
+    def __getitem__(self, i: int):
         base = (self.epoch * self.steps + i) * self.batch_size
         members = range(base, base + self.batch_size)[self.rank::self.world]
-        imgs, labels = [], []
+        samples = []
         for index in members:
-            if self.kind == "glyphs":
-                img, lab = synth.render_glyph_crop(self.seed, index, self._knobs)
+            if self.pool > 0:
+                index %= self.pool
+                key = _pool_key(self.kind, self.seed, self.knobs_dict, index)
+                if key not in _POOL:
+                    _POOL[key] = self._render(index)
+                samples.append(_POOL[key])
             else:
-                scene = synth.render_scene(self.seed, index, self._knobs)
-                img, lab = scene.image, scene.labels
-            imgs.append(img)
-            labels.append(lab)
-        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labels).astype(np.float32))
+                samples.append(self._render(index))
+        out = [torch.from_numpy(np.stack(part)) for part in zip(*samples)]
+        out[1] = out[1].float()
+        return tuple(out)
+
+
+_POOL: dict = {}  # rendered pool samples of this process, by (kind, seed, knobs, index)
+
+
+def _pool_key(kind: str, seed: int, knobs: dict, index: int) -> tuple:
+    return kind, seed, repr(sorted((k, list(v) if isinstance(v, tuple) else v) for k, v in knobs.items())), index
+
+
+def fill_pool(kind: str, knobs: dict, seed: int, n: int, workers: int = 1) -> list:
+    """Render pool samples 0..n-1 ahead of training (in `workers` processes) and keep them in
+    this process, so a stage with `pool: n` and the same kind/knobs/seed finds them ready.
+    Returns the samples, in index order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(kind, dict(knobs), seed, range(a, min(a + 256, n))) for a in range(0, n, 256)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            chunks = list(ex.map(_render_chunk, jobs))
+    else:
+        chunks = [_render_chunk(j) for j in jobs]
+    samples = [s for chunk in chunks for s in chunk]
+    for index, sample in enumerate(samples):
+        _POOL[_pool_key(kind, seed, knobs, index)] = sample
+    return samples
+
+
+def _render_chunk(job) -> list:
+    kind, knobs, seed, indices = job
+    src = SynthBatches(kind, knobs, 1, 1, seed=seed, epoch=0)
+    return [src._render(i) for i in indices]
 
 
 def make_loader(dataset: Dataset, start: int, num_workers: int, pin: bool) -> DataLoader:

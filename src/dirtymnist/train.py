@@ -6,6 +6,7 @@ epoch loop -> save. Running the same command again resumes from `last.pt` bit-ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,7 +21,9 @@ from dirtymnist import distributed as dist
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
+from dirtymnist.crops import CROP_CANVAS
 from dirtymnist.errors import ConfigError
+from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,8 @@ class EpochPlan:
     steps: int  # batches in this epoch
     lr: float
     knobs: dict
+    pool: int = 0
+    dense_weight: float = 1.0
 
 
 def build_plan(cfg: TrainConfig, data_batches: int) -> list[EpochPlan]:
@@ -66,7 +71,8 @@ def build_plan(cfg: TrainConfig, data_batches: int) -> list[EpochPlan]:
         epochs = s["epochs"] or (cfg.epochs if s["source"] == "data" else 1)
         steps = data_batches if s["source"] == "data" else s["steps"]
         for e in range(epochs):
-            plan.append(EpochPlan(i, e, epochs, s["source"], steps, s["lr"] or cfg.lr, s["knobs"]))
+            plan.append(EpochPlan(i, e, epochs, s["source"], steps, s["lr"] or cfg.lr, s["knobs"],
+                                  s.get("pool", 0), s.get("dense_weight", 1.0)))
     return plan
 
 
@@ -188,6 +194,10 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
 
     # model, loss, optimizer
     model = build_model(cfg, len(letters)).to(device)
+    if any(p.source == "dense" for p in plan) and not cfg.pretrained and model.head is not None:
+        # class maps start at p=0.1 (CenterNet): the focal loss over thousands of empty cells
+        # would otherwise swamp the first steps
+        torch.nn.init.constant_(model.head.conv.bias, -2.19)
     if cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"):
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss)
@@ -260,14 +270,19 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 scheduler.load_state_dict(sched_state)
                 for group, lr in zip(optimizer.param_groups, resume_lrs):
                     group["lr"] = lr
+        step_cfg = cfg
         if spec.source == "data":
             batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
                                     seed=cfg.seed, epoch=epoch, rank=rank, world=world)
             aug = cfg.augment
         else:
             batches = SynthBatches(spec.source, spec.knobs, cfg.batch_size, spec.steps,
-                                   seed=cfg.seed, epoch=epoch, rank=rank, world=world)
-            aug = "rot90" if cfg.augment != "none" else "none"
+                                   seed=cfg.seed, epoch=epoch, rank=rank, world=world, pool=spec.pool)
+            # scenes are drawn at any angle already; dense targets would need the same warp
+            aug = "rot90" if cfg.augment != "none" and spec.source != "dense" else "none"
+            if spec.source == "glyphs":  # crops keep the scale letters have in resized scenes
+                step_cfg = dataclasses.replace(cfg, image_size=max(8, round(
+                    spec.knobs.get("canvas", CROP_CANVAS) * cfg.image_size / IMAGE_SIZE)))
         loader = make_loader(batches, start_step, cfg.num_workers, device.type == "cuda")
         last_save = [time.monotonic()]
 
@@ -280,8 +295,9 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         t0 = time.perf_counter()
         stats = train_one_epoch(
             train_model, loader, epoch=epoch, start_step=start_step, steps=len(batches),
-            optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=cfg, device=device,
-            ema=ema, raw_model=model, scaler=scaler, aug=aug, softmax=spec.source == "glyphs", on_step=on_step,
+            optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=step_cfg, device=device,
+            ema=ema, raw_model=model, scaler=scaler, aug=aug, softmax=spec.source == "glyphs",
+            dense_weight=spec.dense_weight, on_step=on_step,
             desc=f"fold {fold} epoch {epoch + 1}/{len(plan)}")
         train_seconds = time.perf_counter() - t0
         val_loader = make_loader(val_set, 0, 0, False)
@@ -304,6 +320,9 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         else:
             state["stale"] += 1
         stop = cfg.early_stopping > 0 and state["stale"] >= cfg.early_stopping
+        trained_min = sum(r["data_time"] + r["step_time"] for r in state["history"]) / 60
+        out_of_time = cfg.time_limit > 0 and trained_min >= cfg.time_limit
+        stop = stop or out_of_time
         if main:
             fold_dir.mkdir(parents=True, exist_ok=True)
             if better:
@@ -326,7 +345,9 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                      row["seconds"], " *" if better else "")
         dist.barrier()
         if stop:
-            if main:
+            if main and out_of_time:
+                log.info("fold %d: stopped at the time limit (%.1f min of training)", fold, trained_min)
+            elif main:
                 log.info("fold %d: early stop, no better %s for %d epochs", fold, cfg.best_metric, cfg.early_stopping)
             break
     return state["best"]

@@ -1,4 +1,4 @@
-"""CLI parsers for training: `train` (and, later, `pretrain`, `tune`)."""
+"""CLI parsers for training: `train`, `pretrain` (and, later, `tune`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="resume even if the config changed")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone on unlimited generated letters (weights for --set pretrained=)",
+        description="Train a preset's model on generated scenes with letter positions (dense "
+        "targets) and write its weights (safetensors) to OUT, for `train --set pretrained=OUT`.",
+    )
+    p.add_argument("out", help="weights file to write (.safetensors)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--minutes", type=float, help="training time budget (default 10)")
+    g.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--model", help="timm model name (default: the preset's)")
+    p.add_argument("--preset", default="cpu", help="preset whose settings are used (default: cpu)")
+    p.add_argument("--families", choices=("train", "all"), default="train",
+                   help="glyph families to draw: the training side of the held-out split (default) or all")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(args) -> int:
+    from dirtymnist.pretrain import pretrain
+
+    minutes = args.minutes if args.steps is None and args.minutes is not None else None
+    if args.steps is None and minutes is None:
+        minutes = 10.0
+    path = pretrain(args.out, minutes=minutes, steps=args.steps, model=args.model, preset=args.preset,
+                    overrides=args.overrides, families=args.families)
+    print(path)
+    return 0
 
 
 def parse_folds(args, k: int) -> list[int]:

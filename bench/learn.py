@@ -1,0 +1,191 @@
+"""Learning curves on held-out glyph families: minutes of CPU training -> test label accuracy.
+
+    .venv/bin/python bench/learn.py --minutes 8 --arms plain,curriculum,glyphs+curriculum
+
+Training scenes use the TRAINING glyph families (`split_families(0.2, seed=0)`), the test set
+(default 1,000 images) only the HELD-OUT families. One fixed pool of scenes with letter
+positions is rendered first (its time reported separately); every arm trains on it through
+the training engine (`train_fold`), evaluating on the test set once per ~minute of training:
+  plain             the cpu preset's net, image-level BCE on the pool's images, from random init
+  curriculum        dense position targets: easy scenes (few, large, opaque letters), then full
+  glyphs+curriculum a single-glyph softmax stage first, then the same dense stages
+Writes curves.csv, curves.png and table.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+EASY = {"letters": [3, 6], "height": [30.0, 55.0], "transparent": 0.0, "distractors": [0, 0]}
+
+
+def _load(args):
+    from dirtymnist import layout
+    from dirtymnist.glyphs import split_families
+    from dirtymnist.sources import fill_pool
+
+    train_fams, held = split_families(0.2, seed=0)
+    knobs = {"families": list(train_fams)}
+    t0 = time.perf_counter()
+    pool = fill_pool("dense", knobs, args.seed, args.pool, args.workers)
+    t_pool = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    easy = fill_pool("dense", {**EASY, **knobs}, args.seed, args.easy_pool, args.workers)
+    t_easy = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = fill_pool("synth", {"families": list(held)}, args.seed + 1000, args.n_test, args.workers)
+    t_test = time.perf_counter() - t0
+    images = np.stack([s[0] for s in pool] + [s[0] for s in test])
+    labels = np.stack([s[1] for s in pool] + [s[1] for s in test])
+    split = types.SimpleNamespace(images=images, labels=labels, letters=list(layout.LETTERS),
+                                  index=np.arange(len(images)))
+    gen = {"pool_scenes": args.pool, "pool_s": t_pool, "easy_scenes": len(easy), "easy_s": t_easy,
+           "test_scenes": args.n_test, "test_s": t_test, "train_families": len(train_fams),
+           "heldout_families": list(held)}
+    return split, knobs, gen
+
+
+def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
+    from dirtymnist.config import load_config
+
+    minutes = args.minutes
+    # epochs of ~1 minute at the speed measured just before; the time limit ends the arm
+    base = [f"model={args.model}", f"batch_size={args.batch}", f"seed={args.seed}", "ema=0",
+            f"time_limit={minutes}"]
+    if arm == "plain":
+        epoch_min = args.pool / args.batch / steps_per_min
+        epochs = max(1, math.ceil(minutes / epoch_min))
+        return load_config("cpu", [*base, "stages=[]", f"epochs={epochs}", "warmup_epochs=0.2"])
+    easy = {"name": "easy", "source": "dense", "steps": steps_per_min, "epochs": 1,
+            "pool": args.easy_pool, "knobs": {**EASY, **knobs}}
+    full = {"name": "full", "source": "dense", "steps": steps_per_min, "epochs": max(1, minutes - 1),
+            "pool": args.pool, "knobs": knobs}
+    stages = [easy, full]
+    if arm == "glyphs+curriculum":
+        glyph = {"name": "glyphs", "source": "glyphs", "steps": steps_per_min // 2, "epochs": 1,
+                 "knobs": knobs, "lr": 0.004}
+        full["epochs"] = max(1, minutes - 2)
+        stages = [glyph, easy, full]
+    cfg = load_config("cpu", [*base, "warmup_epochs=0.1"])
+    cfg.stages = stages
+    from dirtymnist.config import config_from_dict
+
+    return config_from_dict(cfg.to_dict())
+
+
+def _steps_per_minute(args) -> int:
+    """Training speed of the preset's net on this machine now (20 timed steps)."""
+    import torch
+
+    from dirtymnist.config import load_config
+    from dirtymnist.models import build_model
+
+    cfg = load_config("cpu", [f"model={args.model}"])
+    model = build_model(cfg, 26)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = torch.rand(args.batch, 1, cfg.image_size, cfg.image_size)
+    for i in range(23):
+        if i == 3:
+            t0 = time.perf_counter()
+        logits, maps = model(x, return_maps=True)
+        (logits.mean() + maps.mean()).backward()
+        opt.step()
+        opt.zero_grad()
+    return max(5, int(60 / ((time.perf_counter() - t0) / 20)))
+
+
+def run(args) -> None:
+    import torch
+
+    from dirtymnist.train import train_fold
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split, knobs, gen = _load(args)
+    print(f"generation: {json.dumps(gen)}  (load {os.getloadavg()[0]:.1f})", flush=True)
+    train_rows = np.arange(args.pool)
+    val_rows = np.arange(args.pool, args.pool + args.n_test)
+    curves = {}
+    for arm in args.arms.split(","):
+        spm = args.steps_per_min or _steps_per_minute(args)
+        print(f"{arm}: {spm} steps per minute at batch {args.batch} (load {os.getloadavg()[0]:.1f})", flush=True)
+        cfg = _arm_config(arm, args, knobs, spm)
+        run_dir = out / arm.replace("+", "_")
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        loads = []
+        train_fold(cfg, split, train_rows, val_rows, run_dir, torch.device("cpu"), force=True)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        loads.append(os.getloadavg()[0])
+        t = np.cumsum([r["data_time"] + r["step_time"] for r in rows]) / 60
+        curves[arm] = [(float(m), r["label_acc"], r["train_loss"], r["val_loss"], r["stage"]) for m, r in zip(t, rows)]
+        print(f"{arm}: " + ", ".join(f"{m:.1f}min {a:.3f}" for m, a, *_ in curves[arm])
+              + f"  (load {loads[-1]:.1f})", flush=True)
+        _write(out, curves, gen, spm, args)
+
+
+def _write(out: Path, curves: dict, gen: dict, spm: int, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["arm,minutes,label_acc,train_loss,val_loss,stage"]
+    for arm, pts in curves.items():
+        lines += [f"{arm},{m:.3f},{a:.4f},{tl:.4f},{vl:.4f},{s}" for m, a, tl, vl, s in pts]
+    (out / "curves.csv").write_text("\n".join(lines) + "\n")
+    table = ["| arm | minutes of training -> held-out label accuracy (after each epoch) |", "|---|---|"]
+    for arm, pts in curves.items():
+        table.append(f"| {arm} | " + ", ".join(f"{m:.1f}: {a:.3f}" for m, a, *_ in pts) + " |")
+    note = (f"\nmodel {args.model}, batch {args.batch}, {spm} steps/min measured; load "
+            f"{os.getloadavg()[0]:.1f} at the end; generation (not in minutes): {json.dumps(gen)}\n")
+    (out / "table.md").write_text("\n".join(table) + "\n" + note)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, pts in curves.items():
+        ax.plot([0] + [p[0] for p in pts], [0.538] + [p[1] for p in pts], marker="o", label=arm)
+    ax.axhline(0.538, color="grey", ls=":", label="all zeros")
+    ax.axhline(0.80, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("minutes of training (2 CPU cores, shared)")
+    ax.set_ylabel("held-out-family test label accuracy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=int, default=10, help="training minutes per arm (approx.)")
+    p.add_argument("--arms", default="plain,curriculum,glyphs+curriculum")
+    p.add_argument("--model", default="dm_fcn")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps-per-min", type=int, default=0,
+                   help="plan stages at this speed (0 = time 20 steps first; that often underestimates)")
+    p.add_argument("--pool", type=int, default=8000, help="fixed training scenes (with positions)")
+    p.add_argument("--easy-pool", type=int, default=1500, help="fixed easy scenes")
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes for generation")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench/out/learn")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

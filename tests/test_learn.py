@@ -1,0 +1,110 @@
+"""Curriculum and pretraining: knobs, crops and position maps, heads, nets, pretrained weights,
+and a curriculum whose stage boundary is crossed by a killed-and-resumed run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dirtymnist.checkpoint import load_checkpoint
+from dirtymnist.config import load_config
+from dirtymnist.crops import letter_maps, make_knobs, render_dense, render_glyph_crop
+from dirtymnist.models import build_model
+from dirtymnist.synth import Placed, render_scene
+
+EASY = {"letters": [3, 3], "height": [40.0, 40.0], "transparent": 0.0, "distractors": [0, 0]}
+
+
+def test_curriculum_knobs_change_what_they_claim():
+    easy = make_knobs(EASY)
+    scenes = [render_scene(0, i, easy) for i in range(4)]
+    assert all(s.labels.sum() == 3 and not s.distractors for s in scenes)
+    assert all(p.height == 40.0 for s in scenes for p in s.letters)
+    full = [render_scene(0, i, make_knobs({})) for i in range(4)]
+    assert all(10 <= s.labels.sum() <= 14 for s in full)
+    # no noise: the background is black, so only the letters' ink is bright
+    quiet = render_scene(0, 0, make_knobs({**EASY, "noise": 0.0})).image
+    assert (quiet == 0).mean() > 0.8
+
+
+def test_crops_and_position_maps_are_deterministic():
+    a, b = render_glyph_crop(3, 7), render_glyph_crop(3, 7)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[0].shape == (64, 64) and a[1].sum() == 1
+    assert not np.array_equal(a[0], render_glyph_crop(3, 8)[0])
+    knobs = make_knobs(EASY)
+    d1, d2 = render_dense(0, 5, knobs), render_dense(0, 5, knobs)
+    assert all(np.array_equal(x, y) for x, y in zip(d1, d2))
+    image, labels, maps = d1
+    # a class plane is marked exactly where its letter is present
+    assert maps.shape == (26, 32, 32) and np.array_equal(maps.any((1, 2)), labels.astype(bool))
+
+
+def test_letter_maps_mark_a_disk_at_the_centre():
+    maps = letter_maps([Placed("c", 100.0, 60.0, 40.0, 0.0)], 256, grid=32)
+    assert maps[2, 60 // 8, 100 // 8] == 1 and maps.sum() == maps[2].sum() > 4
+    assert maps[2, 0, 0] == 0
+
+
+@pytest.mark.parametrize("head", ["timm", "avg", "max", "lse"])
+@pytest.mark.parametrize("model", ["dm_fcn", "dm_fcn_tiny"])
+def test_each_head_gives_the_right_shapes(head, model):
+    net = build_model(load_config("cpu", [f"model={model}", f"head={head}"]), 26).eval()
+    x = torch.rand(2, 1, 128, 128)
+    assert net(x).shape == (2, 26)
+    if head != "timm":
+        logits, maps = net(x, return_maps=True)
+        assert maps.shape == (2, 26, 16, 16) and torch.equal(logits, net(x))
+
+
+def test_pretrained_weights_load_into_every_preset(tmp_path):
+    from dirtymnist.pretrain import pretrain
+
+    for preset in ("cpu", "default", "winner", "seed"):
+        model = load_config(preset).model
+        path = pretrain(tmp_path / f"{preset}.safetensors", steps=1, preset=preset,
+                        overrides=["batch_size=2", "image_size=64", "in_chans=1"], num_workers=0)
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        assert any(k.startswith("trunk.") for k in state) and any(k.startswith("head.") for k in state)
+        net = build_model(load_config(preset, [f"pretrained={path}"]), 26)
+        key = next(k for k in state if k.startswith("trunk.") and state[k].ndim == 4)
+        got = net.state_dict()[key]
+        want = state[key] if got.shape == state[key].shape else None
+        assert want is None or torch.equal(got, want), f"{preset} ({model}): {key} not loaded"
+
+
+def _curriculum_cmd(data, run_dir):
+    stages = ("[{name: easy, source: dense, steps: 3, pool: 6, knobs: {letters: [2, 3], distractors: [0, 0]}},"
+              " {name: data, source: data, epochs: 1}]")
+    args = [sys.executable, "-m", "dirtymnist", "train", str(data), "--preset", "cpu", "--run-dir", str(run_dir)]
+    for item in ["model=dm_fcn_tiny", "image_size=64", "batch_size=4", "augment=rot90",
+                 "checkpoint_minutes=0.000001", f"stages={stages}"]:
+        args += ["--set", item]
+    return args
+
+
+def test_curriculum_stage_boundary_resumes_bit_exactly(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=16, n_test=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIRTYMNIST_KILL")}
+    env["OMP_NUM_THREADS"] = "1"
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run(_curriculum_cmd(data, ref), env=env, check=True, capture_output=True)
+    # write 2: mid-stage checkpoint of the dense stage; then the end-of-stage writes
+    for n in (3, 8, 5):
+        proc = subprocess.run(_curriculum_cmd(data, run), env={**env, "DIRTYMNIST_KILL_AT_WRITE": str(n)},
+                              capture_output=True)
+        assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    done = subprocess.run(_curriculum_cmd(data, run), env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    a, b = load_checkpoint(ref / "fold0" / "last.pt"), load_checkpoint(run / "fold0" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert [r["source"] for r in a["history"]] == ["dense", "data"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), f"model.{key} differs after resume"
