@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="RECIPE:key=value override for one recipe (e.g. default:epochs=3)")
     ap.add_argument("--out", default="bench/out/accuracy")
+    ap.add_argument("--tag", default="", help="suffix for this invocation's run dirs and files")
     args = ap.parse_args()
     out = Path(args.out)
     data = out / "data"
@@ -120,7 +121,7 @@ def main() -> None:
         probe = BudgetProbe(recipe, points,
                             (train_split.images, val_rows, train_split.labels[val_rows]),
                             (test.images, np.arange(len(test)), test.labels), device)
-        run_dir = out / "runs" / recipe
+        run_dir = out / "runs" / (recipe + (f"-{args.tag}" if args.tag else ""))
         t1 = time.perf_counter()
         try:
             train(data, cfg, folds=[0], run_dir=run_dir, on_step=probe, force=True)
@@ -148,7 +149,8 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['minutes']:.1f} | {r['samples']} | {r['label_acc']:.4f} | "
                      f"{r['exact_match']:.4f} | {r['inference']} |")
-    (out / "accuracy.md").write_text("\n".join(lines) + "\n")
+    name = "accuracy" + (f"-{args.tag}" if args.tag else "")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.add_subplot()
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
@@ -160,7 +162,7 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
     ax.set_title("equal-budget study, synthetic data")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png")
+    fig.savefig(out / f"{name}.png")
     print("\n".join(lines))
 
 

@@ -16,8 +16,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 $PY bench/accuracy.py --minutes "$MIN" --train 50000 --test 5000 --out "$OUT/accuracy" \
     --set seed:num_workers=8 --set winner:num_workers=8 --set default:num_workers=8
 # 3: pretrained vs random init, same budget, full 256 px task
-$PY -m dirtymnist pretrain "$OUT/pretrained" --minutes 1 --preset default
+$PY -m dirtymnist pretrain "$OUT/pretrained.safetensors" --minutes 1 --preset default
 $PY bench/accuracy.py --minutes "$MIN" --train 50000 --test 5000 --out "$OUT/accuracy" \
-    --recipes default --set "default:pretrained=$OUT/pretrained/weights.safetensors" \
+    --recipes default --set "default:pretrained=$OUT/pretrained.safetensors" \
     --set default:num_workers=8 --tag pretrained
 cat "$OUT"/accuracy/*.md

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +155,26 @@ def test_ddp_two_processes_gloo(tmp_path, make_dataset):
     model, cfg, _ = load_model(ddp / "fold0" / "best.pt")
     assert cfg.model == "test_resnet"
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 26)
+
+
+def test_step_hook_stops_and_the_run_records_its_data(tmp_path, make_dataset):
+    from dirtymnist.train import train
+
+    data = make_dataset(tmp_path / "data", n_train=48, n_test=2)
+    run = tmp_path / "run"
+    cfg = load_config("cpu", TINY)
+    seen = []
+
+    def hook(info):
+        seen.append((info.epoch, info.step, info.samples))
+        assert info.train_seconds > 0 and info.cfg is cfg
+        return info.step == 2
+
+    assert train(data, cfg, run_dir=run, on_step=hook) == {}
+    assert seen == [(0, 1, 8), (0, 2, 16)]
+    ckpt = load_checkpoint(run / "fold0" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 2)
+    assert json.loads((run / "run.json").read_text())["data_dir"] == str(data.absolute())
+    # the same call without the hook continues from step 2 to the end
+    best = train(data, cfg, run_dir=run)
+    assert best["epoch"] >= 1 and load_checkpoint(run / "fold0" / "last.pt")["epoch"] == 2

@@ -24,7 +24,7 @@ from dirtymnist import layout
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import DataError
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
-from dirtymnist.runs import RunRecord, load_run
+from dirtymnist.runs import RunRecord, find_data_dir, load_run
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +67,6 @@ def read_thresholds(run_dir: str | os.PathLike, letters=layout.LETTERS) -> np.nd
     if not np.all((values >= 0) & (values <= 1)):
         raise DataError(f"{path}: thresholds must lie in [0, 1]")
     return values
-
-
-def find_data_dir(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
-    """`data_dir` if given, else the data folder the run recorded (`data_dir` in RUN/run.json or
-    RUN/config.yaml); a DataError asking for --data when neither exists."""
-    run_dir = Path(run_dir)
-    if data_dir is None:
-        for name in ("run.json", "config.yaml"):
-            path = run_dir / name
-            if not path.is_file():
-                continue
-            import yaml  # JSON is YAML too
-
-            try:
-                recorded = (yaml.safe_load(path.read_text()) or {}).get("data_dir")
-            except (yaml.YAMLError, AttributeError):
-                recorded = None
-            if recorded:
-                data_dir = recorded
-                break
-    if data_dir is None:
-        raise DataError(f"{run_dir}: the run does not record its data folder; pass --data DATA_DIR")
-    data_dir = Path(data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data folder not found")
-    return data_dir
 
 
 class _TrainImages:

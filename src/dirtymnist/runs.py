@@ -257,3 +257,29 @@ def _read_oof(fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     if probs.ndim != 2 or index.shape != (len(probs),):
         raise DataError(f"{fold_dir}: oof.npy {probs.shape} does not match oof_index.npy {index.shape}")
     return probs.astype(np.float32), index.astype(np.int64)
+
+
+def find_data_dir(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """`data_dir` if given, else the data folder the run recorded (`data_dir` in RUN/run.json or
+    RUN/config.yaml); a DataError asking for --data when neither exists."""
+    run_dir = Path(run_dir)
+    if data_dir is None:
+        for name in ("run.json", "config.yaml"):
+            path = run_dir / name
+            if not path.is_file():
+                continue
+            import yaml  # JSON is YAML too
+
+            try:
+                recorded = (yaml.safe_load(path.read_text()) or {}).get("data_dir")
+            except (yaml.YAMLError, AttributeError):
+                recorded = None
+            if recorded:
+                data_dir = recorded
+                break
+    if data_dir is None:
+        raise DataError(f"{run_dir}: the run does not record its data folder; pass --data DATA_DIR")
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data folder not found")
+    return data_dir

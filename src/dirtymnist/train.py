@@ -29,6 +29,23 @@ from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 log = logging.getLogger(__name__)
 
 
+class StopTraining(Exception):
+    """Raised inside the loop when an `on_step` hook asks to stop (state is saved first)."""
+
+
+@dataclass
+class StepInfo:
+    """What an `on_step` hook sees: where training is and the model to evaluate."""
+
+    fold: int
+    epoch: int
+    step: int
+    train_seconds: float  # training time so far in this fold, hooks and validation excluded
+    samples: int  # training samples seen so far in this fold
+    model: torch.nn.Module  # the weights validation uses (EMA when enabled)
+    cfg: TrainConfig
+
+
 # --------------------------------------------------------------------------- helpers
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     import random
@@ -146,8 +163,13 @@ def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
 
 # --------------------------------------------------------------------------- entry points
 def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir=None,
-          force: bool = False, cache_dir=None) -> dict[int, dict]:
-    """Train each fold in turn (each resumable). Returns {fold: best validation metrics}."""
+          force: bool = False, cache_dir=None, on_epoch=None, on_step=None) -> dict[int, dict]:
+    """Train each fold in turn (each resumable). Returns {fold: best validation metrics}.
+
+    Hooks for tools built on top (tune, benchmarks): `on_epoch(fold, epoch, row)` after each
+    epoch's checkpoint is written (it may raise, e.g. to prune a trial); `on_step(StepInfo)`
+    at optimizer steps -- returning True saves last.pt and stops the fold there.
+    """
     device = dist.init_from_env() or choose_device()
     run_dir = Path(run_dir or Path("runs") / (cfg.preset or "run"))
     folds = folds if folds is not None else [0]
@@ -160,18 +182,24 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        # where the data lives, so later commands (thresholds, report, package) need only RUN
+        record = {"data_dir": str(Path(data_dir).absolute()),
+                  "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
+        atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     results = {}
     try:
         for f in folds:
             results[f] = train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f],
-                                    run_dir / f"fold{f}", device, force=force, fold=f)
+                                    run_dir / f"fold{f}", device, force=force, fold=f,
+                                    on_epoch=on_epoch, on_step=on_step)
     finally:
         dist.barrier()
     return results
 
 
 def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.ndarray,
-               fold_dir: Path, device: torch.device, *, force: bool = False, fold: int = 0) -> dict:
+               fold_dir: Path, device: torch.device, *, force: bool = False, fold: int = 0,
+               on_epoch=None, on_step=None) -> dict:
     from timm.utils import ModelEmaV3
 
     from dirtymnist.engine import evaluate, train_one_epoch
@@ -258,6 +286,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             "config": cfg.to_dict(), "letters": letters, "rng": rng_state(), "fold": fold,
         }
 
+    writer = _tensorboard(fold_dir) if cfg.tensorboard and main else None
     scheduler = None
     for epoch in range(state["epoch"], len(plan)):
         spec = plan[epoch]
@@ -285,21 +314,43 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                     spec.knobs.get("canvas", CROP_CANVAS) * cfg.image_size / IMAGE_SIZE)))
         loader = make_loader(batches, start_step, cfg.num_workers, device.type == "cuda")
         last_save = [time.monotonic()]
+        hook_seconds = [0.0]
+        t0 = time.perf_counter()
+        done_seconds = sum(r["data_time"] + r["step_time"] for r in state["history"])
+        done_samples = sum(r["samples"] for r in state["history"])
 
-        def on_step(step: int, epoch=epoch) -> None:
+        def step_hook(step: int, epoch=epoch, t0=t0, hook_seconds=hook_seconds, last_save=last_save,
+                      done_seconds=done_seconds, done_samples=done_samples, start_step=start_step,
+                      scheduler=scheduler) -> None:
             if cfg.checkpoint_minutes > 0 and time.monotonic() - last_save[0] >= cfg.checkpoint_minutes * 60:
                 if main:
                     save_checkpoint(checkpoint(epoch, step, scheduler), last)
                 last_save[0] = time.monotonic()
+            if on_step is None:
+                return
+            h0 = time.perf_counter()
+            info = StepInfo(fold, epoch, step, done_seconds + h0 - t0 - hook_seconds[0],
+                            done_samples + (step - start_step) * cfg.batch_size, eval_model, cfg)
+            stop = on_step(info)
+            hook_seconds[0] += time.perf_counter() - h0
+            if stop:
+                if main:
+                    save_checkpoint(checkpoint(epoch, step, scheduler), last)
+                raise StopTraining(f"stopped by a hook at epoch {epoch + 1} step {step}")
 
-        t0 = time.perf_counter()
-        stats = train_one_epoch(
-            train_model, loader, epoch=epoch, start_step=start_step, steps=len(batches),
-            optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=step_cfg, device=device,
-            ema=ema, raw_model=model, scaler=scaler, aug=aug, softmax=spec.source == "glyphs",
-            dense_weight=spec.dense_weight, on_step=on_step,
-            desc=f"fold {fold} epoch {epoch + 1}/{len(plan)}")
-        train_seconds = time.perf_counter() - t0
+        try:
+            stats = train_one_epoch(
+                train_model, loader, epoch=epoch, start_step=start_step, steps=len(batches),
+                optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=step_cfg, device=device,
+                ema=ema, raw_model=model, scaler=scaler, aug=aug, softmax=spec.source == "glyphs",
+                dense_weight=spec.dense_weight, on_step=step_hook,
+                desc=f"fold {fold} epoch {epoch + 1}/{len(plan)}")
+        except StopTraining as exc:
+            if main:
+                log.info("fold %d: %s", fold, exc)
+            return state["best"] or {}
+        stats["data_time"] -= hook_seconds[0]  # the hook ran between batches
+        train_seconds = time.perf_counter() - t0 - hook_seconds[0]
         val_loader = make_loader(val_set, 0, 0, False)
         val = evaluate(eval_model, val_loader, val_targets, cfg, device, loss_fn)
         if scheduler is not None:
@@ -339,11 +390,17 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 for old in sorted(fold_dir.glob("epoch*.pt"))[:-cfg.keep_last]:
                     old.unlink()
             _write_metrics(fold_dir / "metrics.jsonl", state["history"])
+            if writer is not None:
+                for key in ("train_loss", "val_loss", "label_acc", "exact_match", "lr", "samples_per_s"):
+                    writer.add_scalar(key, row[key], epoch + 1)
+                writer.flush()
             log.info("fold %d epoch %d/%d: train_loss %.4f val_loss %.4f label_acc %.4f exact %.3f "
                      "(%.0f samples/s, %.0fs)%s", fold, epoch + 1, len(plan), row["train_loss"],
                      row["val_loss"], row["label_acc"], row["exact_match"], row["samples_per_s"],
                      row["seconds"], " *" if better else "")
         dist.barrier()
+        if on_epoch is not None:
+            on_epoch(fold, epoch, row)
         if stop:
             if main and out_of_time:
                 log.info("fold %d: stopped at the time limit (%.1f min of training)", fold, trained_min)
@@ -351,6 +408,14 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 log.info("fold %d: early stop, no better %s for %d epochs", fold, cfg.best_metric, cfg.early_stopping)
             break
     return state["best"]
+
+
+def _tensorboard(fold_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(fold_dir / "tb"))
 
 
 def _is_better(cfg: TrainConfig, val: dict, best: dict | None) -> bool:

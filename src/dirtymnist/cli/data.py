@@ -56,7 +56,6 @@ def _paths(args: argparse.Namespace):
 
 def _cache(args: argparse.Namespace) -> int:
     from dirtymnist.cache import build_cache, open_split
-
     from dirtymnist.dataset import save_layout
 
     paths = _paths(args)

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Re-predict each fold's validation rows (its oof_index.npy) with every TTA "
         "preset and report the out-of-fold label accuracy at threshold 0.5.")
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--data", required=True, metavar="DATA_DIR", help="the run's data folder")
+    p.add_argument("--data", metavar="DATA_DIR", help="the run's data folder (default: the one it recorded)")
     p.add_argument("--tta", action="append", choices=_TTA, help="preset to test (repeatable; default all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", help="cache folder (default: DATA_DIR/.dirtymnist_cache)")
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fit one threshold per letter on the OOF probabilities of all folds, compare "
         "with count-aware decoding (10-14 letters per image) and write RUN/thresholds.json.")
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--data", required=True, metavar="DATA_DIR", help="the run's data folder (labels)")
+    p.add_argument("--data", metavar="DATA_DIR", help="the run's data folder (default: the one it recorded)")
     p.add_argument("--out", help="where to write (default RUN/thresholds.json)")
     p.set_defaults(func=_thresholds)
 
@@ -135,16 +135,18 @@ def _ensemble(args) -> int:
 
 def _evaluate_tta(args) -> int:
     from dirtymnist.predict import evaluate_tta
+    from dirtymnist.runs import find_data_dir
 
-    print(evaluate_tta(args.run, args.data, presets=args.tta, batch_size=args.batch_size,
+    print(evaluate_tta(args.run, find_data_dir(args.run, args.data), presets=args.tta, batch_size=args.batch_size,
                        cache_dir=args.cache_dir).format())
     return 0
 
 
 def _thresholds(args) -> int:
+    from dirtymnist.runs import find_data_dir
     from dirtymnist.thresholds import fit_thresholds
 
-    r = fit_thresholds(args.run, args.data, out=args.out)
+    r = fit_thresholds(args.run, find_data_dir(args.run, args.data), out=args.out)
     print(f"OOF rows {r.rows}: label_acc at 0.5 {r.acc_at_half:.5f} -> fitted {r.acc_fitted:.5f}")
     print(f"count-aware decoding (10-14 letters): at 0.5 {r.acc_count_half:.5f}, "
           f"fitted {r.acc_count_fitted:.5f} -> {'helps' if r.thresholds.decode == 'count' else 'does not help'}")
