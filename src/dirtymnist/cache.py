@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from dirtymnist import dataset, layout
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.dataset import DataPaths, SplitFiles
 from dirtymnist.errors import DataError
+from dirtymnist.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +283,7 @@ def _decode_all(target: Path, files: SplitFiles, workers: int) -> list[str]:
                 colour += _decode_chunk(str(target), start, chunk)
                 bar.update(len(chunk))
         return sorted(colour)
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)),
-                             initializer=_init_worker) as pool:
+    with process_pool(min(workers, len(chunks)), initializer=_init_worker) as pool:
         # Submit (and so start the workers) before tqdm may start its monitor thread.
         futures = {pool.submit(_decode_chunk, str(target), start, chunk): len(chunk)
                    for start, chunk in chunks}

@@ -108,11 +108,11 @@ def fill_pool(kind: str, knobs: dict, seed: int, n: int, workers: int = 1) -> li
     """Render pool samples 0..n-1 ahead of training (in `workers` processes) and keep them in
     this process, so a stage with `pool: n` and the same kind/knobs/seed finds them ready.
     Returns the samples, in index order."""
-    from concurrent.futures import ProcessPoolExecutor
+    from dirtymnist.parallel import process_pool
 
     jobs = [(kind, dict(knobs), seed, range(a, min(a + 256, n))) for a in range(0, n, 256)]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
+        with process_pool(workers) as ex:
             chunks = list(ex.map(_render_chunk, jobs))
     else:
         chunks = [_render_chunk(j) for j in jobs]

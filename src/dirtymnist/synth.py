@@ -14,7 +14,6 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.glyphs import GlyphBank, load_bank
 from dirtymnist.glyphs.mask import tight_crop
+from dirtymnist.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _run(jobs: list, workers: int) -> Iterator[tuple[int, np.ndarray]]:
     if workers == 1 or len(jobs) <= 1:
         yield from map(_render_chunk, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_render_chunk, jobs)
 
 
