@@ -125,6 +125,10 @@ def test_report_uses_thresholds_json_and_png_fallback(tiny_run, tmp_path):
 def test_report_needs_data(tiny_run, tmp_path, capsys):
     data, run = tiny_run
     run = _copy_run(run, tmp_path / "run")
+    # training records its data folder in run.json, so the report finds it by itself ...
+    assert build_report(run).html.is_file()
+    # ... and without that record it asks for --data
+    (run / "run.json").unlink()
     with pytest.raises(DataError, match="pass --data DATA_DIR"):
         build_report(run)
     assert cli_main(["report", str(run)]) == 2

@@ -170,11 +170,11 @@ def test_step_hook_stops_and_the_run_records_its_data(tmp_path, make_dataset):
         assert info.train_seconds > 0 and info.cfg is cfg
         return info.step == 2
 
-    assert train(data, cfg, run_dir=run, on_step=hook) == {}
+    assert train(data, cfg, run_dir=run, on_step=hook) == {0: {}}
     assert seen == [(0, 1, 8), (0, 2, 16)]
     ckpt = load_checkpoint(run / "fold0" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (0, 2)
     assert json.loads((run / "run.json").read_text())["data_dir"] == str(data.absolute())
     # the same call without the hook continues from step 2 to the end
-    best = train(data, cfg, run_dir=run)
+    best = train(data, cfg, run_dir=run)[0]
     assert best["epoch"] >= 1 and load_checkpoint(run / "fold0" / "last.pt")["epoch"] == 2

@@ -133,7 +133,7 @@ def load_config(preset: str | None = None, overrides: list[str] | dict | None = 
                 raise ConfigError(
                     f"unknown preset {preset!r}; choose from {', '.join(list_presets())} or give a YAML path"
                 )
-        values.update(_read_yaml(path))
+        values.update(read_yaml_mapping(path))
         values.setdefault("preset", Path(preset).stem)
     if isinstance(overrides, dict):
         values.update(overrides)
@@ -233,17 +233,18 @@ def stage_from_dict(values: Any, source: str) -> StageConfig:
     return stage
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, what: str = "preset") -> dict[str, Any]:
+    """A YAML file holding a mapping; one-line ConfigErrors naming the file otherwise."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: preset file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset must be a mapping of key: value")
+        raise ConfigError(f"{path}: a {what} must be a mapping of key: value")
     return data
 
 

@@ -9,8 +9,6 @@ trials over several machines. Each trial is an ordinary run directory under OUT/
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -49,16 +47,12 @@ class TuneResult:
 def load_space(path: str | Path | None) -> dict:
     if path is None:
         return DEFAULT_SPACE
+    from dirtymnist.config import TrainConfig, read_yaml_mapping
+
     path = Path(path)
-    try:
-        space = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: search space file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(space, dict) or not space:
+    space = read_yaml_mapping(path, "search space")
+    if not space:
         raise ConfigError(f"{path}: a search space maps config keys to {{type, low, high}} or {{type: categorical, choices}}")
-    from dirtymnist.config import TrainConfig
 
     known = set(TrainConfig.__dataclass_fields__)
     for key, spec in space.items():
@@ -86,12 +80,6 @@ def _suggest(trial, space: dict) -> dict:
     return params
 
 
-def _trial_dir(out: Path, params: dict) -> Path:
-    # Keyed by the parameters, so a trial re-run after an interruption resumes its run dir.
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return out / f"trial-{digest}"
-
-
 def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: float = 60.0,
          overrides: list[str] | None = None, space: str | Path | None = None,
          storage: str | None = None, out: str | Path = "runs/tune", subset: int = 2000,
@@ -112,20 +100,22 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
     name = study_name or f"{Path(preset).stem}"
     study = optuna.create_study(
         study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    # Trials left RUNNING by a killed search: mark failed and run their parameters again
-    # (their run directories resume from last.pt).
+    # A continued search must not replay the first session's random draws.
+    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
+    # Trials left RUNNING by a killed search: mark failed and run their parameters again in
+    # the same run directory, which resumes from its last.pt.
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=False)
+        study.enqueue_trial(t.params, user_attrs={"run_dir": t.user_attrs.get("run_dir", "")},
+                            skip_if_exists=False)
         log.info("tune: trial %d was interrupted; queued again", t.number)
 
     def objective(trial) -> float:
         params = _suggest(trial, space)
         cfg = load_config(preset, overrides + [f"{k}={v}" for k, v in params.items()])
-        run_dir = _trial_dir(out, params)
+        run_dir = Path(trial.user_attrs.get("run_dir") or out / f"trial-{trial.number:04d}")
         trial.set_user_attr("run_dir", str(run_dir))
 
         def on_epoch(fold: int, epoch: int, row: dict) -> None:
