@@ -55,7 +55,7 @@ def main() -> None:
 
     score = evaluate_submission(submit / "output" / "submission.csv", data / layout.TEST_ANSWER_CSV)
     n = score.rows
-    print(f"| folder size | weights | models | TTA | images | predict time (incl. start-up) | images/s | label acc |")
+    print("| folder size | weights | models | TTA | images | predict time (incl. start-up) | images/s | label acc |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {size / 1e6:.2f} MB | {weights / 1e6:.2f} MB | {len(plan.settings['models'])} | {args.tta} | {n} | "
           f"{seconds:.1f} s | {n / seconds:.0f} | {score.label_acc:.4f} |")
