@@ -76,11 +76,3 @@ def all_reduce_max(v: float) -> float:
     if world_size() > 1:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return float(t.item())
-
-
-def broadcast_object(obj):
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
