@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dirtymnist-installed
 DEMO_DIR ?= demo
+# e.g. make demo DEMO_ARGS="--pretrained weights/cpu_dm_fcn.safetensors" (the ready weights)
+DEMO_ARGS ?=
 
 .PHONY: demo test lint clean-demo install
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dirtymnist demo --out $(DEMO_DIR)
+	$(PY) -m dirtymnist demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

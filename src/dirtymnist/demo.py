@@ -48,7 +48,8 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
     from dirtymnist.synth import write_dataset
 
     out = Path(out)
-    data, run = out / "data", out / "runs" / preset
+    data = out / "data"
+    run = out / "runs" / (Path(preset).stem + ("-pretrained" if pretrained else ""))
     summary = DemoSummary(out)
 
     def step(name: str, output: str):
