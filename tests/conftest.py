@@ -62,3 +62,11 @@ def write_dataset(root: Path, n_train: int = 20, n_test: int = 5, seed: int = 0)
 def make_dataset():
     """The `write_dataset(root, n_train=20, n_test=5, seed=0) -> root` function."""
     return write_dataset
+
+
+def train_argv(data, run, overrides, *extra: str) -> list[str]:
+    """argv of `dirtymnist train DATA --preset cpu --run-dir RUN [extra] --set ...` for tests."""
+    argv = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), *extra]
+    for item in overrides:
+        argv += ["--set", item]
+    return argv

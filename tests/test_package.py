@@ -17,15 +17,12 @@ TINY = ["model=test_resnet", "image_size=64", "epochs=1", "batch_size=8", "folds
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from conftest import write_dataset
+    from conftest import train_argv, write_dataset
 
     root = tmp_path_factory.mktemp("pkg")
     data = write_dataset(root / "data", n_train=24, n_test=6)
     run = root / "run"
-    args = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), "--folds", "0,1"]
-    for item in TINY:
-        args += ["--set", item]
-    assert cli_main(args) == 0
+    assert cli_main(train_argv(data, run, TINY, "--folds", "0,1")) == 0
     return data, run
 
 

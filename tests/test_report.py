@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dataset
+from conftest import train_argv, write_dataset
 
 from dirtymnist.cli import main as cli_main
 from dirtymnist.dataset import read_label_csv
@@ -28,12 +28,10 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     data = write_dataset(root / "data", n_train=16, n_test=2)
     run = root / "run"
-    argv = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), "--folds", "0,1"]
     # stages=[]: no curriculum on generated scenes, just 2 epochs on the data
-    for item in ("model=test_resnet", "image_size=64", "epochs=2", "batch_size=8", "folds_k=2",
-                 "stages=[]"):
-        argv += ["--set", item]
-    assert cli_main(argv) == 0
+    overrides = ("model=test_resnet", "image_size=64", "epochs=2", "batch_size=8", "folds_k=2",
+                 "stages=[]")
+    assert cli_main(train_argv(data, run, overrides, "--folds", "0,1")) == 0
     return data, run
 
 

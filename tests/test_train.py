@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import train_argv
 
 from dirtymnist.checkpoint import load_checkpoint, load_model
 from dirtymnist.cli import main as cli_main
@@ -80,9 +81,7 @@ def test_hub_weights_without_network_is_a_one_line_error():
 def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):
     data = make_dataset(tmp_path / "data", n_train=40, n_test=4)
     run = tmp_path / "run"
-    args = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), "--fold", "1"]
-    for item in TINY:
-        args += ["--set", item]
+    args = train_argv(data, run, TINY, "--fold", "1")
     assert cli_main(args) == 0
     fold = run / "fold1"
     rows = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()]
