@@ -47,7 +47,7 @@ def test_predict_with_onnx_engine_matches_torch(exported, tmp_path):
     from dirtymnist.predict import predict
 
     data, run = exported
-    a = predict([run], data, tta="rot90")
+    a = predict([run], data, tta="rot90")  # fp32 on any CPU, AMX or not (precision.py)
     b = predict([run], data, tta="rot90", engine="onnx", out=tmp_path / "sub.csv")
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-4, rtol=0)
     assert b.members[0].suffix == ".onnx" and (tmp_path / "sub.csv").is_file()

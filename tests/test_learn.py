@@ -51,7 +51,7 @@ def test_letter_maps_mark_a_disk_at_the_centre():
     assert maps[2, 0, 0] == 0
 
 
-@pytest.mark.parametrize("head", ["timm", "avg", "max", "lse"])
+@pytest.mark.parametrize("head", ["timm", "avg", "max", "lse", "csra"])
 @pytest.mark.parametrize("model", ["dm_fcn", "dm_fcn_tiny"])
 def test_each_head_gives_the_right_shapes(head, model):
     net = build_model(load_config("cpu", [f"model={model}", f"head={head}"]), 26).eval()
@@ -122,3 +122,15 @@ def test_training_scenes_never_repeat_a_dataset_written_with_the_same_seed():
     for index in (0, 1, 4000):
         image, _ = stage._render(index)
         assert not np.array_equal(image, render_scene(0, index).image)
+
+
+def test_pools_reduce_class_maps_as_documented():
+    from dirtymnist.models import ClassMapHead
+
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[0, 0, 1, 2] = 8.0  # one strong position among 16
+    pool = lambda name, **kw: ClassMapHead(4, 1, name, **kw).pool_maps(maps).item()  # noqa: E731
+    assert pool("avg") == 0.5 and pool("max") == 8.0
+    assert 0.5 < pool("lse", r=5.0) < 8.0
+    # csra: mean + lam x softmax-weighted mean; with a sharp attention that is mean + lam x max
+    assert abs(pool("csra", r=99.0, lam=0.5) - (0.5 + 0.5 * 8.0)) < 1e-4

@@ -55,8 +55,9 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_overrides_apply_and_are_typed():
-    cfg = load_config("winner", ["epochs=2", "subset=400", "lr=3e-4", "compile=true"])
+    cfg = load_config("winner", ["epochs=2", "subset=400", "lr=3e-4", "compile=true", "channels_last=on", "amp=off"])
     assert (cfg.epochs, cfg.subset, cfg.lr, cfg.compile) == (2, 400, 3e-4, True)
+    assert (cfg.channels_last, cfg.amp) == ("on", "off")  # YAML's bare on/off are booleans
     assert cfg.loss == "softmargin" and cfg.preset == "winner"
 
 

@@ -43,13 +43,14 @@ class TrainConfig:
     model: str = "resnet18"  # any timm model name
     in_chans: int = 1
     pretrained: str = ""  # path to a local weights file ("" = random init)
-    head: str = "timm"  # presence head: timm (its own global pool) | avg | max | lse
-    lse_r: float = 5.0  # sharpness of log-sum-exp pooling
+    head: str = "timm"  # presence head: timm (its own global pool) | avg | max | lse | csra
+    lse_r: float = 5.0  # sharpness of log-sum-exp pooling (and csra's attention temperature)
+    csra_lambda: float = 0.5  # weight of csra's attention term over the mean
     drop_rate: float = 0.0
     # --- input
     image_size: int = 128  # side fed to the network; 256 = native
     resize: str = "area"  # area | bilinear
-    denoise: str = "none"  # none | threshold | median
+    denoise: str = "none"  # none | threshold | median | ink (2 channels: grey + saturated-pixel share)
     normalize: str = "unit"  # unit (x/255) | center ((x/255-0.5)/0.5) | imagenet
     augment: str = "rot90"  # augmentation preset (see transforms.AUGMENT_PRESETS)
     # --- optimisation
@@ -71,8 +72,8 @@ class TrainConfig:
     loss: str = "bce"  # bce | softmargin | asl | focal
     grad_clip: float = 0.0  # max grad norm, 0 = off
     ema: float = 0.0  # EMA decay of weights, 0 = off
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
-    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX, else off) | bf16 | fp16 | off
+    channels_last: str = "auto"  # auto (on wherever amp resolves to bf16) | on | off
     compile: bool = False
     early_stopping: int = 0  # patience in epochs on best_metric, 0 = off
     time_limit: float = 0.0  # stop after the epoch in which training time reaches N minutes, 0 = off
@@ -98,9 +99,9 @@ class TrainConfig:
 
 
 _CHOICES = {
-    "head": {"timm", "avg", "max", "lse"},
+    "head": {"timm", "avg", "max", "lse", "csra"},
     "resize": {"area", "bilinear"},
-    "denoise": {"none", "threshold", "median"},
+    "denoise": {"none", "threshold", "median", "ink"},
     "normalize": {"unit", "center", "imagenet"},
     "optimizer": {"adam", "adamw", "sgd"},
     "scheduler": {"cosine", "step", "plateau", "constant"},
@@ -183,6 +184,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if isinstance(default, float):
             return float(value)
         if isinstance(default, str):
+            if isinstance(value, bool) and key in ("amp", "channels_last"):  # YAML 1.1: bare on/off
+                return "on" if value else "off"
             return str(value)
         if isinstance(default, list):
             if not isinstance(value, list):
@@ -201,8 +204,10 @@ def _validate(cfg: TrainConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: {key}={getattr(cfg, key)!r}; choose from {', '.join(sorted(choices))}"
             )
-    if cfg.in_chans not in (1, 3):
-        raise ConfigError(f"{source}: in_chans must be 1 or 3, got {cfg.in_chans}")
+    if cfg.denoise == "ink" and cfg.in_chans != 2:
+        raise ConfigError(f"{source}: denoise=ink gives 2 channels (grey, ink); set in_chans=2, got {cfg.in_chans}")
+    if cfg.denoise != "ink" and cfg.in_chans not in (1, 3):
+        raise ConfigError(f"{source}: in_chans must be 1 or 3 (2 only with denoise=ink), got {cfg.in_chans}")
     for key in ("epochs", "batch_size", "accum_steps", "image_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{source}: {key} must be >= 1, got {getattr(cfg, key)}")
@@ -251,7 +256,8 @@ def read_yaml_mapping(path: Path, what: str = "preset") -> dict[str, Any]:
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ, ignoring those that do not change the result."""
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if k not in RESUME_SAFE_KEYS and old.get(k) != new.get(k)]
+    defaults = TrainConfig().to_dict()  # a key added since the run started has its default
+    return [k for k in keys if k not in RESUME_SAFE_KEYS and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from dirtymnist import distributed as dist
 from dirtymnist.errors import DirtyMnistError
+from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.transforms import augment, normalize, preprocess
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,22 @@ def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
 
 
 def to_input(images: torch.Tensor, cfg, device, g: torch.Generator | None, aug: str) -> torch.Tensor:
-    """uint8 (B, H, W) on any device -> normalised network input on `device`."""
+    """uint8 (B, H, W) on any device -> normalised network input on `device`.
+
+    g: the training step's generator, or None for inference (see `precision`: on a CPU only
+    training steps use bf16 / channels_last).
+    """
     x = preprocess(images.to(device, non_blocking=True), cfg)
     if g is not None and aug != "none":
         x = augment(x, aug, g)
     x = normalize(x, cfg)
-    if cfg.channels_last == "on" or (cfg.channels_last == "auto" and x.is_cuda):
+    if use_channels_last(cfg, x.device, training=g is not None):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
 
-def autocast_context(cfg, device: torch.device):
-    amp = cfg.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
+def autocast_context(cfg, device: torch.device, training: bool = True):
+    amp = resolve_amp(cfg, device, training)
     if amp == "off":
         return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -136,7 +139,7 @@ def predict_logits(model, loader, cfg, device, views=None) -> np.ndarray:
         x = to_input(images, cfg, device, None, "none")
         acc = None
         for _, fn in views or [("id", lambda t: t)]:
-            with autocast_context(cfg, device):
+            with autocast_context(cfg, device, training=False):
                 logits = model(fn(x)).float()
             acc = logits if acc is None else acc + logits
         out.append((acc / len(views or [0])).cpu().numpy())

@@ -16,12 +16,15 @@ log = logging.getLogger(__name__)
 class ClassMapHead(nn.Module):
     """1x1 conv to per-class maps, then a spatial pool: letters are local, presence is "somewhere".
 
-    pool: avg (mean over positions), max (strongest position), lse (log-sum-exp, between the two).
+    pool: avg (mean over positions), max (strongest position), lse (log-sum-exp, between the two),
+    csra (class-specific residual attention, Zhu & Wu 2021: mean + lam x softmax(r x map)-weighted
+    mean of each class map).
     """
 
-    def __init__(self, in_features: int, num_classes: int, pool: str, r: float = 5.0, drop: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int, pool: str, r: float = 5.0, drop: float = 0.0,
+                 lam: float = 0.5):
         super().__init__()
-        self.pool, self.r = pool, r
+        self.pool, self.r, self.lam = pool, r, lam
         self.drop = nn.Dropout2d(drop) if drop > 0 else nn.Identity()
         self.conv = nn.Conv2d(in_features, num_classes, kernel_size=1)
 
@@ -34,10 +37,15 @@ class ClassMapHead(nn.Module):
     def pool_maps(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) class maps -> (B, K) presence logits."""
         maps = maps.flatten(2)  # (B, K, h*w)
+        if self.pool in ("lse", "csra"):
+            maps = maps.float()  # exp / softmax in fp32 under autocast
         if self.pool == "avg":
             return maps.mean(-1)
         if self.pool == "max":
             return maps.amax(-1)
+        if self.pool == "csra":
+            attention = torch.softmax(self.r * maps, dim=-1)
+            return maps.mean(-1) + self.lam * (attention * maps).sum(-1)
         # lse: (1/r) log mean exp(r x) -- avg as r->0, max as r->inf
         n = maps.shape[-1]
         return (torch.logsumexp(self.r * maps, dim=-1) - torch.log(torch.tensor(float(n)))) / self.r
@@ -55,7 +63,7 @@ class LetterNet(nn.Module):
         """Logits (B, K); with return_maps also the per-class maps (B, K, h, w) (dense targets)."""
         if self.head is None:
             if return_maps:
-                raise ConfigError("dense (position) targets need a class-map head: head=avg|max|lse")
+                raise ConfigError("dense (position) targets need a class-map head: head=avg|max|lse|csra")
             return self.trunk(x)
         maps = self.head.class_maps(self.trunk.forward_features(x))
         logits = self.head.pool_maps(maps)
@@ -84,7 +92,8 @@ def build_model(cfg, num_classes: int) -> LetterNet:
             trunk = timm.create_model(
                 cfg.model, pretrained=False, num_classes=0, global_pool="", in_chans=cfg.in_chans
             )
-            head = ClassMapHead(trunk.num_features, num_classes, cfg.head, cfg.lse_r, cfg.drop_rate)
+            head = ClassMapHead(trunk.num_features, num_classes, cfg.head, cfg.lse_r, cfg.drop_rate,
+                                cfg.csra_lambda)
             model = LetterNet(trunk, head)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid model" in str(exc):
@@ -120,6 +129,20 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _adapt_stem(chans: int, weight: torch.Tensor, adapt_input_conv) -> torch.Tensor:
+    """A stem conv's weights for `chans` input channels: 3 <-> 1 like timm; 1 -> 2 (grey + the
+    `ink` channel) keeps the grey filters and starts the new channel at zero."""
+    have = weight.shape[1]
+    if have == 1 and chans == 2:
+        return torch.cat([weight, torch.zeros_like(weight)], dim=1)
+    if have == 2 and chans == 1:
+        return weight[:, :1].clone()
+    try:
+        return adapt_input_conv(chans, weight)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return weight  # left as is: the shape check then skips it
+
+
 def load_pretrained(model: LetterNet, path: str | Path) -> None:
     """Load backbone weights into model.trunk; the classifier/head is kept fresh when shapes differ.
 
@@ -140,7 +163,7 @@ def load_pretrained(model: LetterNet, path: str | Path) -> None:
             continue
         target = own[key]
         if value.shape != target.shape and value.ndim == 4 and value.shape[0] == target.shape[0]:
-            value = adapt_input_conv(target.shape[1], value)  # stem conv: 3 <-> 1 channels
+            value = _adapt_stem(target.shape[1], value, adapt_input_conv)
         if value.shape != target.shape:
             skipped.append(key)
             continue

@@ -23,6 +23,8 @@ from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, s
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
 from dirtymnist.crops import CROP_CANVAS
 from dirtymnist.errors import ConfigError
+from dirtymnist.precision import describe as describe_precision
+from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 
@@ -226,12 +228,14 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         # class maps start at p=0.1 (CenterNet): the focal loss over thousands of empty cells
         # would otherwise swamp the first steps
         torch.nn.init.constant_(model.head.conv.bias, -2.19)
-    if cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"):
+    if use_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss)
     optimizer = build_optimizer(cfg, model)
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if resolve_amp(cfg, device) == "fp16" else None
+    if main:
+        log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
 
     # resume
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": [], "stale": 0,
@@ -262,6 +266,11 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         state.update({k: ckpt[k] for k in state if k in ckpt})
         if main:
             log.info("fold %d: resuming from %s (epoch %d, step %d)", fold, last, state["epoch"] + 1, state["step"])
+            was = ckpt.get("precision")
+            if was and was != describe_precision(cfg, device):
+                log.warning("fold %d: started with %s, resumes with %s on this machine: the run goes on, "
+                            "but not bit-identically to an uninterrupted one", fold, was,
+                            describe_precision(cfg, device))
     if state["epoch"] >= len(plan) or state["stopped"]:
         if main:
             log.info("fold %d: already finished (%d epochs)", fold, len(plan))
@@ -284,6 +293,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             "epoch": epoch, "step": step, "best": state["best"], "best_epoch": state["best_epoch"],
             "history": state["history"], "stale": state["stale"], "stopped": state["stopped"],
             "config": cfg.to_dict(), "letters": letters, "rng": rng_state(), "fold": fold,
+            "precision": describe_precision(cfg, device),
         }
 
     writer = _tensorboard(fold_dir) if cfg.tensorboard and main else None

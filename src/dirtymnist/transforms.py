@@ -18,9 +18,17 @@ IMAGENET_STD = 0.226
 
 
 def preprocess(images: torch.Tensor, cfg) -> torch.Tensor:
-    """(B, H, W) uint8 -> (B, 1, S, S) float in [0, 1]: denoise, then resize to cfg.image_size."""
+    """(B, H, W) uint8 -> (B, C, S, S) float in [0, 1]: denoise, then resize to cfg.image_size.
+
+    C is 1, or 2 for `denoise: ink` (grey, and the share of saturated pixels per output cell).
+    """
     x = images.unsqueeze(1).float().div_(255.0)
-    if cfg.denoise == "threshold":
+    if cfg.denoise == "ink":
+        # Letters are added onto the noise and clip at 255 far more often than noise does
+        # (1 in 256): after area downsampling the second channel is a nearly clean ink map,
+        # while the grey channel keeps the semi-transparent letters that rarely reach 255.
+        x = torch.cat([x, (x >= 1.0).to(x.dtype)], dim=1)
+    elif cfg.denoise == "threshold":
         # Letters are added onto the noise and clip at 255 far more often than noise does.
         x = (x >= 1.0).to(x.dtype)
     elif cfg.denoise == "median":
@@ -35,7 +43,7 @@ def preprocess(images: torch.Tensor, cfg) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, cfg) -> torch.Tensor:
-    """(B, 1, S, S) in [0, 1] -> network input (B, in_chans, S, S)."""
+    """(B, C, S, S) in [0, 1] -> network input (B, in_chans, S, S)."""
     if cfg.normalize == "imagenet":
         x = (x - IMAGENET_MEAN) / IMAGENET_STD
     elif cfg.normalize == "center":

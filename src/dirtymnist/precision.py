@@ -1,0 +1,45 @@
+"""What `amp: auto` and `channels_last: auto` mean on the device a run lands on.
+
+CUDA: bf16 autocast and channels_last, for training and inference. CPU with AMX tiles (Intel
+Sapphire Rapids and later), whose bf16 units oneDNN uses for convolutions and matmuls: the
+same for *training steps*, which run 2-3x faster there (bench/precision.py); validation,
+out-of-fold probabilities and predictions stay fp32, so that they match `predict`, ONNX and a
+packaged submission on any CPU. Other CPUs: fp32, NCHW.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def cpu_bf16_fast() -> bool:
+    """True where this CPU has AMX tiles (bf16 matrix units)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # older torch: no probe, assume no
+        return False
+
+
+def resolve_amp(cfg, device: torch.device, training: bool = True) -> str:
+    """bf16 | fp16 | off for this device (and for a training step or inference)."""
+    if cfg.amp != "auto":
+        return cfg.amp
+    if device.type == "cuda" or (device.type == "cpu" and training and cpu_bf16_fast()):
+        return "bf16"
+    return "off"
+
+
+def use_channels_last(cfg, device: torch.device, training: bool = True) -> bool:
+    if cfg.channels_last != "auto":
+        return cfg.channels_last == "on"
+    return device.type == "cuda" or resolve_amp(cfg, device, training) == "bf16"
+
+
+def describe(cfg, device: torch.device) -> str:
+    """One phrase for logs: what the training steps will use."""
+    amp = resolve_amp(cfg, device)
+    fmt = "channels_last" if use_channels_last(cfg, device) else "NCHW"
+    return f"{'fp32' if amp == 'off' else amp + ' autocast'}, {fmt}"
