@@ -49,6 +49,7 @@ class BudgetProbe:
         self.eval_seconds = 0.0
 
     def __call__(self, info) -> bool:
+        self.last = info
         if not self.points or info.train_seconds < self.points[0]:
             return False
         t0 = time.perf_counter()
@@ -82,8 +83,58 @@ class BudgetProbe:
             tta = max(scores, key=lambda k: scores[k][0].acc_chosen)
             thr = scores[tta][0].thresholds
             pt = self._probs(model, cfg, self.test, tta)
-            pred, how = thr.apply(pt), f"{tta}, per-letter OOF ({thr.decode})"
+            val_scores = ", ".join(f"{k} {v[0].acc_chosen:.3f}" for k, v in scores.items())
+            pred, how = thr.apply(pt), f"{tta}, per-letter OOF ({thr.decode}); val: {val_scores}"
         return {"label_acc": label_accuracy(pred, yt), "exact_match": exact_match(pred, yt), "inference": how}
+
+
+def steps_per_minute(cfg, batch: int) -> float:
+    """Training steps per minute of the recipe's net on this machine now (10 timed steps)."""
+    from dirtymnist.models import build_model
+
+    from dirtymnist.engine import autocast_context
+    from dirtymnist.precision import use_channels_last
+
+    cpu = torch.device("cpu")
+    model = build_model(cfg, 26)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size)
+    if use_channels_last(cfg, cpu):  # as the training steps will run
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    for i in range(13):
+        if i == 3:
+            t0 = time.perf_counter()
+        with autocast_context(cfg, cpu):
+            out = model(x, return_maps=True) if cfg.head != "timm" else (model(x),)
+        sum(o.float().mean() for o in out).backward()
+        opt.step()
+        opt.zero_grad()
+    return 60 * 10 / (time.perf_counter() - t0)
+
+
+def fit_stages(cfg, minutes: float, spm: float, n_train: int) -> str:
+    """Scale a staged recipe to the budget: ~10% easy dense steps, ~75% full dense steps, the
+    rest on the data folder; generator pools scaled so that rendering them (which counts: it
+    happens during training) stays a small share. Returns a one-line plan."""
+    steps = minutes * spm
+    data_steps = max(1, n_train // cfg.batch_size)
+    plan = []
+    for st in cfg.stages:  # dicts (config.StageConfig fields)
+        if st["source"] == "data":
+            st["epochs"] = max(1, int(0.15 * steps / data_steps))
+            plan.append(f"{st['name']}: {st['epochs']} x {data_steps} steps")
+            continue
+        share = 0.10 if st["name"] == "easy" else 0.70
+        total = max(10, round(share * steps))
+        if total < st["steps"]:
+            st["steps"], st["epochs"] = total, 1
+        else:
+            st["epochs"] = round(total / st["steps"])
+        if st.get("pool"):
+            st["pool"] = int(min(st["pool"], max(1000, 500 * minutes)))
+        plan.append(f"{st['name']}: {st['epochs']} x {st['steps']} steps (pool {st.get('pool', 0)})")
+    cfg.time_limit = minutes
+    return f"planned at {spm:.0f} steps/min; " + ", ".join(plan)
 
 
 def main() -> None:
@@ -92,11 +143,24 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--recipes", default="seed,winner,default")
+    ap.add_argument("--test-max", type=int, default=0, help="evaluate on the first N test images (0 = all)")
+    ap.add_argument("--val-max", type=int, default=500,
+                    help="validation rows used to choose thresholds / TTA (evaluation time is not budget)")
+    ap.add_argument("--merge", default="", help="JSON rows of an earlier invocation to show beside these")
+    ap.add_argument("--steps-per-min", type=float, default=0,
+                    help="plan staged recipes at this speed (0 = time 10 steps first)")
+    ap.add_argument("--keep-stages", action="store_true",
+                    help="run staged recipes as written (default: scale their stages to the budget)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="RECIPE:key=value override for one recipe (e.g. default:epochs=3)")
     ap.add_argument("--out", default="bench/out/accuracy")
     ap.add_argument("--tag", default="", help="suffix for this invocation's run dirs and files")
+    ap.add_argument("--replot", default="", help="only rewrite the table and plot from these JSON rows")
     args = ap.parse_args()
+    if args.replot:
+        _write(Path(args.out), json.loads(Path(args.replot).read_text()), args, 0.0)
+        return
     out = Path(args.out)
     data = out / "data"
     t0 = time.perf_counter()
@@ -107,29 +171,48 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     test = open_split(cache, "test")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     points = [args.minutes * 60 * f for f in (0.25, 0.5, 1.0)]
+    test_rows = np.arange(min(len(test), args.test_max or len(test)))
     results = []
+    if args.merge:  # rows of recipes measured by an earlier invocation (same data, same budget)
+        results = [r for r in json.loads(Path(args.merge).read_text()) if r["recipe"] not in args.recipes.split(",")]
     for recipe in args.recipes.split(","):
         extra = [o.split(":", 1)[1] for o in args.overrides if o.startswith(recipe + ":")]
         cfg = load_config(recipe, extra)
+        if cfg.stages and not args.keep_stages:
+            spm = args.steps_per_min or steps_per_minute(cfg, cfg.batch_size)
+            n_rows = args.train * (cfg.folds_k - 1) // cfg.folds_k  # the training folds
+            print(f"{recipe}: " + fit_stages(cfg, args.minutes, spm, n_rows))
         from dirtymnist.folds import make_folds, read_folds
 
         folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed, method=cfg.folds_method)
         train_split = open_split(cache, "train")
         idx, fold = read_folds(folds_path)
-        val_rows = np.searchsorted(train_split.index, idx[fold == 0])
+        val_rows = np.searchsorted(train_split.index, idx[fold == 0])[:args.val_max or None]
         probe = BudgetProbe(recipe, points,
                             (train_split.images, val_rows, train_split.labels[val_rows]),
-                            (test.images, np.arange(len(test)), test.labels), device)
+                            (test.images, test_rows, test.labels[test_rows]), device)
         run_dir = out / "runs" / (recipe + (f"-{args.tag}" if args.tag else ""))
+        if run_dir.exists():  # a fresh run: train() would resume a finished one from last.pt
+            import shutil
+
+            shutil.rmtree(run_dir)
         t1 = time.perf_counter()
         try:
             train(data, cfg, folds=[0], run_dir=run_dir, on_step=probe, force=True)
         except StopTraining:
             pass
-        while probe.points:  # the run ended before the budget (early stop, short schedule)
-            print(f"{recipe}: schedule ended before {probe.points[0] / 60:.1f} min")
-            probe.points.pop(0)
+        if probe.points and getattr(probe, "last", None) is not None:
+            # the schedule ended before the budget: its final model, at the time it ended
+            info = probe.last
+            print(f"{recipe}: schedule ended after {info.train_seconds / 60:.1f} min, before "
+                  f"{probe.points[0] / 60:.1f}; the final model stands for the remaining points")
+            probe.points = [info.train_seconds]
+            probe(info)
+            probe.rows[-1]["inference"] += " (schedule ended)"
+        probe.points = []
         results += probe.rows
         print(f"{recipe}: wall {time.perf_counter() - t1:.0f}s (eval {probe.eval_seconds:.0f}s)")
     _write(out, results, args, gen_s)
@@ -141,7 +224,9 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    lines = [f"`bench/accuracy.py --minutes {args.minutes} --train {args.train} --test {args.test}` "
+    import sys
+
+    lines = [f"`bench/accuracy.py {' '.join(sys.argv[1:])}` "
              f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{time.strftime('%Y-%m-%d')}; data generation {gen_s:.0f}s, not counted)", "",
              "| recipe | minutes | samples seen | test label acc | exact match | inference |",
@@ -151,16 +236,17 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
                      f"{r['exact_match']:.4f} | {r['inference']} |")
     name = "accuracy" + (f"-{args.tag}" if args.tag else "")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.add_subplot()
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         pts = [(r["minutes"], r["label_acc"]) for r in rows if r["recipe"] == recipe]
         ax.plot(*zip(*pts), marker="o", label=recipe)
     ax.axhline(0.538, color="grey", ls=":", label="all zeros")
-    ax.set_xlabel("training minutes (this CPU)")
+    ax.set_xlabel(f"training minutes ({args.threads or 'all'} thread(s) per recipe, this CPU)")
     ax.set_ylabel("test label accuracy")
     ax.set_title("equal-budget study, synthetic data")
-    ax.legend()
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"{name}.png")
     print("\n".join(lines))
