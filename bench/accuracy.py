@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from precision import train_steps_per_minute  # bench/precision.py (this folder)
 
 from dirtymnist import layout
 from dirtymnist.cache import build_cache, open_split
@@ -86,30 +87,6 @@ class BudgetProbe:
             val_scores = ", ".join(f"{k} {v[0].acc_chosen:.3f}" for k, v in scores.items())
             pred, how = thr.apply(pt), f"{tta}, per-letter OOF ({thr.decode}); val: {val_scores}"
         return {"label_acc": label_accuracy(pred, yt), "exact_match": exact_match(pred, yt), "inference": how}
-
-
-def steps_per_minute(cfg, batch: int) -> float:
-    """Training steps per minute of the recipe's net on this machine now (10 timed steps)."""
-    from dirtymnist.models import build_model
-
-    from dirtymnist.engine import autocast_context
-    from dirtymnist.precision import use_channels_last
-
-    cpu = torch.device("cpu")
-    model = build_model(cfg, 26)
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
-    x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size)
-    if use_channels_last(cfg, cpu):  # as the training steps will run
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    for i in range(13):
-        if i == 3:
-            t0 = time.perf_counter()
-        with autocast_context(cfg, cpu):
-            out = model(x, return_maps=True) if cfg.head != "timm" else (model(x),)
-        sum(o.float().mean() for o in out).backward()
-        opt.step()
-        opt.zero_grad()
-    return 60 * 10 / (time.perf_counter() - t0)
 
 
 def fit_stages(cfg, minutes: float, spm: float, n_train: int) -> str:
@@ -182,7 +159,7 @@ def main() -> None:
         extra = [o.split(":", 1)[1] for o in args.overrides if o.startswith(recipe + ":")]
         cfg = load_config(recipe, extra)
         if cfg.stages and not args.keep_stages:
-            spm = args.steps_per_min or steps_per_minute(cfg, cfg.batch_size)
+            spm = args.steps_per_min or train_steps_per_minute(cfg, cfg.batch_size)
             n_rows = args.train * (cfg.folds_k - 1) // cfg.folds_k  # the training folds
             print(f"{recipe}: " + fit_stages(cfg, args.minutes, spm, n_rows))
         from dirtymnist.folds import make_folds, read_folds
@@ -222,9 +199,9 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     import sys
+
+    from matplotlib.figure import Figure
 
     lines = [f"`bench/accuracy.py {' '.join(sys.argv[1:])}` "
              f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

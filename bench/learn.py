@@ -113,30 +113,12 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
 
 def _steps_per_minute(args) -> int:
     """Training speed of the preset's net on this machine now (20 timed steps)."""
-    import torch
+    from precision import train_steps_per_minute  # bench/precision.py (this folder)
 
     from dirtymnist.config import load_config
-    from dirtymnist.models import build_model
 
-    from dirtymnist.engine import autocast_context
-    from dirtymnist.precision import use_channels_last
-
-    cpu = torch.device("cpu")
     cfg = load_config("cpu", [f"model={args.model}", *args.set])
-    model = build_model(cfg, 26)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x = torch.rand(args.batch, cfg.in_chans, cfg.image_size, cfg.image_size)
-    if use_channels_last(cfg, cpu):  # as the training steps will run
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    for i in range(23):
-        if i == 3:
-            t0 = time.perf_counter()
-        with autocast_context(cfg, cpu):
-            logits, maps = model(x, return_maps=True)
-        (logits.float().mean() + maps.float().mean()).backward()
-        opt.step()
-        opt.zero_grad()
-    return max(5, int(60 / ((time.perf_counter() - t0) / 20)))
+    return max(5, int(train_steps_per_minute(cfg, args.batch, steps=20)))
 
 
 def run(args) -> None:

@@ -40,6 +40,30 @@ def _rate(model, opt, x, amp: bool, steps: int) -> float:
     return 60 * steps / (time.perf_counter() - t0)
 
 
+def train_steps_per_minute(cfg, batch: int, steps: int = 10) -> float:
+    """Training steps per minute of `cfg`'s net on this CPU now, run as training runs it
+    (the precision and memory format `auto` resolves to). Used to plan staged benchmarks."""
+    from dirtymnist.engine import autocast_context
+    from dirtymnist.precision import use_channels_last
+
+    cpu = torch.device("cpu")
+    model = build_model(cfg, 26)
+    x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size)
+    if use_channels_last(cfg, cpu):
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    maps = model.head is not None
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.perf_counter()
+        with autocast_context(cfg, cpu):
+            out = model(x, return_maps=True) if maps else (model(x),)
+        sum(o.float().mean() for o in out).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return 60 * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="dm_fcn,dm_fcn_wide,efficientnet_b0")

@@ -23,9 +23,9 @@ from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, s
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
 from dirtymnist.crops import CROP_CANVAS
 from dirtymnist.errors import ConfigError
+from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
-from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 
 log = logging.getLogger(__name__)
