@@ -45,6 +45,7 @@ class BudgetProbe:
 
     def __init__(self, recipe, points_s, val, test, device):
         self.recipe, self.points = recipe, list(points_s)
+        self.budget = self.points[-1] / 60 if self.points else 0.0  # the run's planned minutes
         self.val, self.test, self.device = val, test, device  # (images, rows, labels)
         self.rows: list[dict] = []
         self.eval_seconds = 0.0
@@ -55,7 +56,7 @@ class BudgetProbe:
             return False
         t0 = time.perf_counter()
         point = self.points.pop(0)
-        self.rows.append({"recipe": self.recipe, "minutes": point / 60, "trained_s": info.train_seconds,
+        self.rows.append({"recipe": self.recipe, "budget": self.budget, "minutes": point / 60, "trained_s": info.train_seconds,
                           "samples": info.samples, **self._evaluate(info.model, info.cfg)})
         print(json.dumps(self.rows[-1]), flush=True)
         self.eval_seconds += time.perf_counter() - t0
@@ -133,10 +134,12 @@ def main() -> None:
                     help="RECIPE:key=value override for one recipe (e.g. default:epochs=3)")
     ap.add_argument("--out", default="bench/out/accuracy")
     ap.add_argument("--tag", default="", help="suffix for this invocation's run dirs and files")
-    ap.add_argument("--replot", default="", help="only rewrite the table and plot from these JSON rows")
+    ap.add_argument("--replot", default="",
+                    help="only rewrite the table and plot from these JSON rows (files, comma-separated)")
     args = ap.parse_args()
     if args.replot:
-        _write(Path(args.out), json.loads(Path(args.replot).read_text()), args, 0.0)
+        rows = [r for f in args.replot.split(",") for r in json.loads(Path(f).read_text())]
+        _write(Path(args.out), rows, args, 0.0)
         return
     out = Path(args.out)
     data = out / "data"
@@ -203,30 +206,72 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
 
     from matplotlib.figure import Figure
 
+    for r in rows:  # rows written before budgets were recorded came from --minutes runs
+        r.setdefault("budget", args.minutes)
     lines = [f"`bench/accuracy.py {' '.join(sys.argv[1:])}` "
              f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{time.strftime('%Y-%m-%d')}; data generation {gen_s:.0f}s, not counted)", "",
-             "| recipe | minutes | samples seen | test label acc | exact match | inference |",
-             "|---|---|---|---|---|---|"]
+             *summary_lines(rows), "",
+             "| recipe | run's budget (min) | minutes | samples seen | test label acc | exact match | inference |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['minutes']:.1f} | {r['samples']} | {r['label_acc']:.4f} | "
-                     f"{r['exact_match']:.4f} | {r['inference']} |")
+        lines.append(f"| {r['recipe']} | {r['budget']:g} | {r['minutes']:.1f} | {r['samples']} | "
+                     f"{r['label_acc']:.4f} | {r['exact_match']:.4f} | {r['inference']} |")
     name = "accuracy" + (f"-{args.tag}" if args.tag else "")
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    fig = Figure(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.add_subplot()
-    for recipe in dict.fromkeys(r["recipe"] for r in rows):
-        pts = [(r["minutes"], r["label_acc"]) for r in rows if r["recipe"] == recipe]
-        ax.plot(*zip(*pts), marker="o", label=recipe)
+    colours = {"seed": "tab:blue", "winner": "tab:orange", "default": "tab:green"}
+    budgets = sorted({r["budget"] for r in rows})
+    styles = dict(zip(budgets, ["-", "--", ":", "-."] * 3))
+    for recipe, budget in dict.fromkeys((r["recipe"], r["budget"]) for r in rows):
+        pts = [(r["minutes"], r["label_acc"]) for r in rows if (r["recipe"], r["budget"]) == (recipe, budget)]
+        label = f"{recipe} ({budget:g}-min run)" if len(budgets) > 1 else recipe
+        ax.plot(*zip(*pts), marker="o", ls=styles[budget], color=colours.get(recipe), label=label)
     ax.axhline(0.538, color="grey", ls=":", label="all zeros")
     ax.set_xlabel(f"training minutes ({args.threads or 'all'} thread(s) per recipe, this CPU)")
     ax.set_ylabel("test label accuracy")
     ax.set_title("equal-budget study, synthetic data")
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="center right", fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"{name}.png")
     print("\n".join(lines))
+
+
+def at_budget(rows: list[dict], recipe: str, budget: float) -> dict | None:
+    """The recipe's accuracy after `budget` training minutes: the final point of its run planned
+    for that budget, else (recipes whose schedule does not depend on the budget, or a longer
+    run) the point at that time."""
+    own = [r for r in rows if r["recipe"] == recipe and r["budget"] == budget]
+    if own:
+        return max(own, key=lambda r: r["minutes"])
+    later = [r for r in rows if r["recipe"] == recipe and abs(r["minutes"] - budget) < 1e-6]
+    return later[0] if later else None
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """One row per budget: each recipe's accuracy at it, and when `default` (in its run planned
+    for that budget) first reached `seed`'s accuracy at the budget."""
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    out = ["| budget (min) | " + " | ".join(recipes) + " | `default` reaches `seed`'s final accuracy at |",
+           "|---|" + "---|" * len(recipes) + "---|"]
+    for budget in sorted({r["budget"] for r in rows if r["recipe"] == "default"}):
+        cells = []
+        for recipe in recipes:
+            r = at_budget(rows, recipe, budget)
+            cells.append("--" if r is None else f"{r['label_acc']:.3f}")
+        seed = at_budget(rows, "seed", budget)
+        reach = "--"
+        if seed is not None:
+            hits = sorted(r["minutes"] for r in rows if r["recipe"] == "default" and r["budget"] == budget
+                           and r["label_acc"] >= seed["label_acc"])
+            reach = f"{hits[0]:.1f} min ({hits[0] / budget:.0%} of the budget; first point)" if hits else "not reached"
+            if hits and hits[0] > min(r["minutes"] for r in rows if r["recipe"] == "default" and r["budget"] == budget):
+                reach = reach.replace("; first point", "")
+        out.append(f"| {budget:g} | " + " | ".join(cells) + f" | {reach} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def _curriculum_cmd(data, run_dir):
     stages = ("[{name: easy, source: dense, steps: 3, pool: 6, knobs: {letters: [2, 3], distractors: [0, 0]}},"
               " {name: data, source: data, epochs: 1}]")
     args = [sys.executable, "-m", "dirtymnist", "train", str(data), "--preset", "cpu", "--run-dir", str(run_dir)]
-    for item in ["model=dm_fcn_tiny", "image_size=64", "batch_size=4", "augment=rot90",
-                 "checkpoint_minutes=0.000001", f"stages={stages}"]:
+    for item in ["model=dm_fcn_tiny", "image_size=64", "batch_size=4", "augment=rot90", "mix=cutmix",
+                 "mix_prob=1", "sam_rho=0.05", "checkpoint_minutes=0.000001", f"stages={stages}"]:
         args += ["--set", item]
     return args
 

@@ -17,11 +17,11 @@ from dirtymnist.config import list_presets, load_config
 from dirtymnist.errors import ConfigError
 from dirtymnist.models import build_model
 
-# Small and fast, but exercising every random part: per-sample augmentation, dropout,
+# Small and fast, but exercising every random part: per-sample augmentation, mixup, dropout,
 # EMA, a per-batch cosine schedule with warmup, gradient clipping.
 TINY = [
     "model=test_resnet", "image_size=64", "batch_size=8", "epochs=2", "head=lse",
-    "augment=winner", "drop_rate=0.2", "ema=0.9", "grad_clip=1.0", "warmup_epochs=0.5", "stages=[]",
+    "augment=winner", "mix=mixup", "drop_rate=0.2", "ema=0.9", "grad_clip=1.0", "warmup_epochs=0.5", "stages=[]",
 ]
 
 

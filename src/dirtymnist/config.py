@@ -72,6 +72,10 @@ class TrainConfig:
     loss: str = "bce"  # bce | softmargin | asl | focal
     grad_clip: float = 0.0  # max grad norm, 0 = off
     ema: float = 0.0  # EMA decay of weights, 0 = off
+    mix: str = "none"  # none | mixup | cutmix (multi-label targets: see mixing.py)
+    mix_alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
+    mix_prob: float = 0.5  # share of batches mixed
+    sam_rho: float = 0.0  # sharpness-aware minimisation radius (0 = off; 0.05 is usual); 2 passes per step
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX, else off) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto (on wherever amp resolves to bf16) | on | off
     compile: bool = False
@@ -107,6 +111,7 @@ _CHOICES = {
     "scheduler": {"cosine", "step", "plateau", "constant"},
     "scheduler_interval": {"step", "epoch"},
     "loss": {"bce", "softmargin", "asl", "focal"},
+    "mix": {"none", "mixup", "cutmix"},
     "amp": {"auto", "bf16", "fp16", "off"},
     "channels_last": {"auto", "on", "off"},
     "best_metric": {"label_acc", "loss"},
@@ -215,6 +220,13 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"{source}: ema must be in [0, 1), got {cfg.ema}")
+    if cfg.mix != "none" and not (cfg.mix_alpha > 0 and 0 < cfg.mix_prob <= 1):
+        raise ConfigError(f"{source}: mix needs mix_alpha > 0 and 0 < mix_prob <= 1, "
+                          f"got {cfg.mix_alpha} and {cfg.mix_prob}")
+    if cfg.sam_rho < 0:
+        raise ConfigError(f"{source}: sam_rho must be >= 0, got {cfg.sam_rho}")
+    if cfg.sam_rho > 0 and (cfg.accum_steps > 1 or cfg.amp == "fp16"):
+        raise ConfigError(f"{source}: sam_rho > 0 needs accum_steps 1 and no fp16 loss scaling (bf16 is fine)")
     if cfg.folds_k < 2:
         raise ConfigError(f"{source}: folds_k must be >= 2, got {cfg.folds_k}")
     cfg.stages = [stage_from_dict(s, f"{source}: stages[{i}]") for i, s in enumerate(cfg.stages)]

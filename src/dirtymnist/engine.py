@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from dirtymnist import distributed as dist
 from dirtymnist.errors import DirtyMnistError
+from dirtymnist.mixing import mix_batch
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.transforms import augment, normalize, preprocess
 
@@ -76,18 +78,20 @@ def train_one_epoch(
         g = torch.Generator(device=device).manual_seed(seed)
         x = to_input(images, cfg, device, g, aug)
         y = targets.to(device, non_blocking=True).float()
-        with autocast_context(cfg, device):
-            out = model(x, return_maps=True) if extra else model(x)
-        logits, maps = (out[0].float(), out[1].float()) if extra else (out.float(), None)
-        loss = F.cross_entropy(logits, y.argmax(1)) if softmax else loss_fn(logits, y)
-        if maps is not None:
-            loss = loss + dense_weight * dense_loss(maps, extra[0].to(device, non_blocking=True))
+        target_maps = extra[0].to(device, non_blocking=True) if extra else None
+        if not softmax:  # glyph crops hold one letter each: a softmax target, never mixed
+            x, y, target_maps = mix_batch(x, y, target_maps, cfg.mix, cfg.mix_alpha, cfg.mix_prob, g)
+        forward_loss = functools.partial(batch_loss, model, x, y, target_maps, cfg=cfg, device=device,
+                                         loss_fn=loss_fn, softmax=softmax, dense_weight=dense_weight)
+        loss = forward_loss()
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
                                 "the last good checkpoint is untouched: lower lr or set grad_clip")
         (scaler.scale(loss / cfg.accum_steps) if scaler else loss / cfg.accum_steps).backward()
         boundary = (step + 1) % cfg.accum_steps == 0 or step + 1 == steps
         if boundary:
+            if cfg.sam_rho > 0:  # config: accum_steps 1, no fp16 scaler
+                sam_second_step(model, forward_loss, cfg.sam_rho)
             if scaler:
                 scaler.unscale_(optimizer)
             if cfg.grad_clip > 0:
@@ -118,6 +122,51 @@ def train_one_epoch(
         "data_time": data_time,
         "step_time": step_time,
     }
+
+
+def batch_loss(model, x, y, target_maps, *, cfg, device, loss_fn, softmax: bool, dense_weight: float):
+    """The training loss of one batch: image-level (or softmax for glyph crops), plus the
+    dense loss of the class maps when position targets come with the batch."""
+    with autocast_context(cfg, device):
+        out = model(x, return_maps=True) if target_maps is not None else model(x)
+    logits, maps = (out[0].float(), out[1].float()) if target_maps is not None else (out.float(), None)
+    loss = F.cross_entropy(logits, y.argmax(1)) if softmax else loss_fn(logits, y)
+    if maps is not None:
+        loss = loss + dense_weight * dense_loss(maps, target_maps)
+    return loss
+
+
+def sam_second_step(model, forward_loss, rho: float) -> None:
+    """Sharpness-aware minimisation (Foret et al. 2021), after the first backward: move the
+    weights by rho * g / |g| (the ascent step), take the gradient there, move back. The
+    optimizer then steps with that gradient. Costs a second forward and backward per step;
+    batch-norm running statistics are updated by the first pass only."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = rho / (norm + 1e-12)
+        shifts = [p.grad * scale for p in params]
+        for p, e in zip(params, shifts):
+            p.add_(e)
+    for p in params:
+        p.grad = None
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        forward_loss().backward()
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for p, e in zip(params, shifts):
+                p.sub_(e)
 
 
 def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
