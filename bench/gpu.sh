@@ -14,10 +14,10 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 # 1+2: equal-budget study on the full-size synthetic set
 $PY bench/accuracy.py --minutes "$MIN" --train 50000 --test 5000 --out "$OUT/accuracy" \
-    --set seed:num_workers=8 --set winner:num_workers=8 --set default:num_workers=8
+    --set seed:num_workers=8 --set winner:num_workers=8
+# (default keeps num_workers 0: its generated pools live in the main process, docs/learning.md)
 # 3: pretrained vs random init, same budget, full 256 px task
 $PY -m dirtymnist pretrain "$OUT/pretrained.safetensors" --minutes 1 --preset default
 $PY bench/accuracy.py --minutes "$MIN" --train 50000 --test 5000 --out "$OUT/accuracy" \
-    --recipes default --set "default:pretrained=$OUT/pretrained.safetensors" \
-    --set default:num_workers=8 --tag pretrained
+    --recipes default --set "default:pretrained=$OUT/pretrained.safetensors" --tag pretrained
 cat "$OUT"/accuracy/*.md

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from dirtymnist.mixing import mix_batch
 
 
 def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+    return np.random.default_rng(seed)
 
 
 def _batch(b=6, size=32, grid=8):
@@ -52,19 +53,52 @@ def test_mixup_blends_images_and_targets_with_one_lambda():
     assert ((y2 >= 0) & (y2 <= 1)).all()
 
 
-def test_cutmix_with_position_maps_gives_exact_targets():
-    x, y, maps = _batch()
-    x2, y2, m2 = mix_batch(x, y, maps, "cutmix", 1.0, 1.0, _gen(5))
-    changed = (x2 != x).any(1)  # (B, H, W): pixels taken from the partner
-    assert changed.any(), "this seed cuts a box"
-    # the box lies on the 4-px map cells, and every image's targets are its mixed map's letters
-    cell = x.shape[-1] // maps.shape[-1]
-    rows = torch.nonzero(changed.any(0).any(1)).flatten()
-    assert rows.min() % cell == 0 and (rows.max() + 1) % cell == 0
-    assert torch.equal(y2, m2.flatten(2).amax(2).float())
-    # a letter of image i whose only cell went under the box is gone, unless the partner brings it
-    lost = (y == 1) & (y2 == 0)
-    assert lost.any() or (y2 != y).any()
+@pytest.mark.parametrize("size", [128, 100])  # 4 px cells; and cells that are not whole pixels
+def test_cutmix_cuts_the_same_box_in_pixels_and_map_cells(size):
+    """Sample i: every pixel i, every cell marked in class plane i. After cutmix the changed
+    cells are the box on the grid and the changed pixels must be that box, scaled."""
+    b, grid = 6, 32
+    x = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 1, size, size).contiguous()
+    y = torch.eye(b, 26)
+    maps = y[:, :, None, None].expand(b, 26, grid, grid).to(torch.uint8).contiguous()
+    cut = 0
+    for seed in range(5):
+        x2, y2, m2 = mix_batch(x, y, maps, "cutmix", 1.0, 1.0, _gen(seed))
+        for i in range(b):
+            cells = (m2[i] != maps[i]).any(0)
+            pixels = x2[i, 0] != x[i, 0]
+            if not cells.any():
+                assert not pixels.any()
+                continue
+            cut += 1
+            up = torch.nn.functional.interpolate(cells[None, None].float(), size=(size, size))[0, 0].bool()
+            if size % grid == 0:
+                assert torch.equal(pixels, up)
+            else:  # rounding moves the box's edges by at most one pixel
+                assert (pixels != up).sum() <= 2 * size
+            # targets: the sample's own letter unless the box covers every cell, plus the partner's
+            partner = int(x2[i, 0][pixels][0])
+            assert y2[i, partner] == 1 and y2[i, i] == float(not cells.all())
+    assert cut >= 10
+
+
+def test_cutmix_drops_a_covered_letter_and_brings_the_partners():
+    """Two hand-made scenes: 'a' at the top left of image 0, 'b' at the top left of image 1.
+    Whatever the box, each image's targets are the letters whose cell is shown."""
+    x = torch.zeros(2, 1, 32, 32)
+    x[1] = 1.0
+    y = torch.zeros(2, 26)
+    y[0, 0] = y[1, 1] = 1
+    maps = torch.zeros(2, 26, 8, 8, dtype=torch.uint8)
+    maps[0, 0, 1, 1] = maps[1, 1, 1, 1] = 1
+    seen = set()
+    for seed in range(200):
+        x2, y2, _ = mix_batch(x, y, maps, "cutmix", 1.0, 1.0, _gen(seed))
+        covered = bool(x2[0, 0, 5, 5] != x[0, 0, 5, 5])  # the pixel at the centre of cell (1, 1)
+        assert y2[0].tolist() == (y[1] if covered else y[0]).tolist()
+        assert y2[1].tolist() == (y[0] if covered else y[1]).tolist()
+        seen.add(covered)
+    assert seen == {True, False}
 
 
 def test_cutmix_without_maps_is_area_weighted():

@@ -80,18 +80,17 @@ def train_one_epoch(
         y = targets.to(device, non_blocking=True).float()
         target_maps = extra[0].to(device, non_blocking=True) if extra else None
         if not softmax:  # glyph crops hold one letter each: a softmax target, never mixed
-            x, y, target_maps = mix_batch(x, y, target_maps, cfg.mix, cfg.mix_alpha, cfg.mix_prob, g)
+            x, y, target_maps = mix_batch(x, y, target_maps, cfg.mix, cfg.mix_alpha, cfg.mix_prob,
+                                          np.random.default_rng([seed, 11]))
         forward_loss = functools.partial(batch_loss, model, x, y, target_maps, cfg=cfg, device=device,
                                          loss_fn=loss_fn, softmax=softmax, dense_weight=dense_weight)
         loss = forward_loss()
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
-                                "the last good checkpoint is untouched: lower lr or set grad_clip")
+        _check_finite(loss, epoch, step)
         (scaler.scale(loss / cfg.accum_steps) if scaler else loss / cfg.accum_steps).backward()
         boundary = (step + 1) % cfg.accum_steps == 0 or step + 1 == steps
         if boundary:
             if cfg.sam_rho > 0:  # config: accum_steps 1, no fp16 scaler
-                sam_second_step(model, forward_loss, cfg.sam_rho)
+                _check_finite(sam_second_step(model, forward_loss, cfg.sam_rho), epoch, step)
             if scaler:
                 scaler.unscale_(optimizer)
             if cfg.grad_clip > 0:
@@ -124,6 +123,12 @@ def train_one_epoch(
     }
 
 
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
+                            "the last good checkpoint is untouched: lower lr or set grad_clip")
+
+
 def batch_loss(model, x, y, target_maps, *, cfg, device, loss_fn, softmax: bool, dense_weight: float):
     """The training loss of one batch: image-level (or softmax for glyph crops), plus the
     dense loss of the class maps when position targets come with the batch."""
@@ -136,20 +141,21 @@ def batch_loss(model, x, y, target_maps, *, cfg, device, loss_fn, softmax: bool,
     return loss
 
 
-def sam_second_step(model, forward_loss, rho: float) -> None:
+def sam_second_step(model, forward_loss, rho: float) -> torch.Tensor:
     """Sharpness-aware minimisation (Foret et al. 2021), after the first backward: move the
     weights by rho * g / |g| (the ascent step), take the gradient there, move back. The
     optimizer then steps with that gradient. Costs a second forward and backward per step;
-    batch-norm running statistics are updated by the first pass only."""
+    batch-norm running statistics are updated by the first pass only. Returns the loss at the
+    shifted weights."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
-        return
+        return torch.zeros(())
     with torch.no_grad():
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         scale = rho / (norm + 1e-12)
-        shifts = [p.grad * scale for p in params]
-        for p, e in zip(params, shifts):
-            p.add_(e)
+        originals = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad * scale)
     for p in params:
         p.grad = None
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -158,15 +164,17 @@ def sam_second_step(model, forward_loss, rho: float) -> None:
     for m in norms:
         m.momentum = 0.0
     try:
-        forward_loss().backward()
+        loss = forward_loss()
+        loss.backward()
     finally:
         for m, (momentum, tracked) in zip(norms, saved):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
         with torch.no_grad():
-            for p, e in zip(params, shifts):
-                p.sub_(e)
+            for p, w in zip(params, originals):
+                p.copy_(w)
+    return loss.detach()
 
 
 def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

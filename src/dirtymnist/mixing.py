@@ -8,10 +8,14 @@ Targets, multi-label:
   mixup   lam * y_i + (1 - lam) * y_j: both letter sets are visible, each at its share of ink
           (timm's soft targets); position maps (dense stages) mix the same way.
   cutmix  with position maps (dense stages) the box is cut on the map grid and the targets
-          are exact: a letter is present when any cell of its position disk is still shown,
-          from either image. Without maps (the data folder) the targets are area-weighted,
-          lam * y_i + (1 - lam) * y_j with lam the share of the image kept (timm's rule) --
-          an approximation: a letter is either inside the box or not.
+          come from the letters' positions: a letter is present when any cell of its
+          position disk (radius 0.3 x its height around its centre) is still shown, from
+          either image. An approximation at the box's edge: a letter whose disk is covered
+          counts as absent though some outer ink may show. A letter whose disk holds no cell
+          centre keeps its image's label. Without maps (the data folder) the targets are
+          area-weighted, lam * y_i + (1 - lam) * y_j with lam the share of the image kept
+          (timm's rule) -- cruder: a letter is either inside the box or not.
+Soft targets suit BCE; the focusing terms of `focal` and `asl` assume 0/1 targets.
 """
 
 from __future__ import annotations
@@ -25,16 +29,16 @@ KINDS = ("none", "mixup", "cutmix")
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor | None, kind: str, alpha: float,
-              prob: float, g: torch.Generator):
-    """(x (B, C, H, W), y (B, K) float, maps (B, K, G, G) or None) -> the same, mixed."""
+              prob: float, rng: np.random.Generator):
+    """(x (B, C, S, S), y (B, K) float, maps (B, K, G, G) or None) -> the same, mixed.
+
+    `rng`: the step's NumPy generator (draws on the host: no device sync, exact on resume)."""
     if kind == "none" or x.shape[0] < 2:
         return x, y, maps
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item())
-    rng = np.random.default_rng(seed)
     if rng.random() >= prob:
         return x, y, maps
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.randperm(x.shape[0], generator=g, device=g.device).to(x.device)
+    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
     if kind == "mixup":
         x = lam * x + (1 - lam) * x[perm]
         y = lam * y + (1 - lam) * y[perm]
@@ -43,6 +47,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor | None, kind:
         return x, y, maps
     if kind != "cutmix":
         raise ValueError(f"unknown mix {kind!r}; choose from {', '.join(KINDS)}")
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"cutmix expects square inputs, got {tuple(x.shape[-2:])}")
     side = maps.shape[-1] if maps is not None else x.shape[-1]  # cut on the map grid if any
     y0, y1, x0, x1 = _box(rng, side, lam)
     if y1 <= y0 or x1 <= x0:
@@ -54,9 +60,10 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor | None, kind:
     if maps is None:
         kept = 1 - (py1 - py0) * (px1 - px0) / (x.shape[-2] * x.shape[-1])
         return x, kept * y + (1 - kept) * y[perm], None
+    unplaced = (y > 0) & (maps.flatten(2).amax(2) == 0)  # no cell centre inside its disk
     maps = maps.clone()
     maps[..., y0:y1, x0:x1] = maps[perm][..., y0:y1, x0:x1]
-    return x, maps.flatten(2).amax(2).to(y.dtype), maps
+    return x, torch.maximum(maps.flatten(2).amax(2).to(y.dtype), y * unplaced), maps
 
 
 def _box(rng: np.random.Generator, side: int, lam: float) -> tuple[int, int, int, int]:
