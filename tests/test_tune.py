@@ -28,11 +28,21 @@ def test_search_runs_resumes_and_writes_a_preset(tmp_path, make_dataset):
     study = optuna.load_study(study_name="cpu", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3
     assert all(len(t.intermediate_values) == 2 for t in study.trials)  # one report per epoch
+    assert study.trials[0].params == {"lr": 0.003, "head": "max"}  # the preset's own values first
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 3 and {"lr", "head", "label_acc", "run_dir"} <= set(rows[0])
     cfg = load_config(str(second.best_preset))
     assert cfg.lr == pytest.approx(second.best_params["lr"]) and cfg.head == second.best_params["head"]
     assert cfg.subset == 0  # the preset is for full training, not the tuning subset
+
+
+def test_the_preset_point_is_used_only_inside_the_space():
+    from dirtymnist.tune import DEFAULT_SPACE, preset_point
+
+    cfg = load_config("cpu")
+    assert preset_point(cfg, DEFAULT_SPACE)["lr"] == cfg.lr
+    assert preset_point(load_config("cpu", ["lr=0.5"]), DEFAULT_SPACE) == {}
+    assert preset_point(load_config("cpu", ["augment=d4"]), DEFAULT_SPACE) == {}
 
 
 def test_bad_space_is_a_clear_error(tmp_path):

@@ -28,8 +28,8 @@ DEFAULT_SPACE = {
     "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
     "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
     "head": {"type": "categorical", "choices": ["avg", "max", "lse"]},
-    "augment": {"type": "categorical", "choices": ["none", "rot90", "d4"]},
-    "ema": {"type": "categorical", "choices": [0.0, 0.99, 0.999]},
+    "augment": {"type": "categorical", "choices": ["none", "rot90"]},  # d4 flips letters (b <-> d)
+    "mix": {"type": "categorical", "choices": ["none", "mixup", "cutmix"]},
 }
 
 
@@ -126,6 +126,10 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
         best = train(data_dir, cfg, folds=[0], run_dir=run_dir, on_epoch=on_epoch)
         return float(best[0]["label_acc"])
 
+    if not study.trials:  # trial 0: the preset's own values, the baseline every trial is read against
+        baseline = preset_point(base, space)
+        if baseline:
+            study.enqueue_trial(baseline)
     done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     remaining = max(0, trials - done)
     t0 = time.perf_counter()
@@ -134,6 +138,19 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
         study.optimize(objective, n_trials=remaining, timeout=budget_minutes * 60, catch=(ConfigError,))
     log.info("tune: %.0fs", time.perf_counter() - t0)
     return _write_outputs(study, out, preset, overrides)
+
+
+def preset_point(cfg, space: dict) -> dict:
+    """The config's values of the space's keys, when every one lies inside the space."""
+    point = {key: getattr(cfg, key) for key in space}
+    for key, spec in space.items():
+        value = point[key]
+        if spec["type"] == "categorical":
+            if value not in spec["choices"]:
+                return {}
+        elif not float(spec["low"]) <= float(value) <= float(spec["high"]):
+            return {}
+    return point
 
 
 def _write_outputs(study, out: Path, preset: str, overrides: list[str]) -> TuneResult:
