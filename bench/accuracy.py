@@ -265,11 +265,13 @@ def summary_lines(rows: list[dict]) -> list[str]:
         seed = at_budget(rows, "seed", budget)
         reach = "--"
         if seed is not None:
-            hits = sorted(r["minutes"] for r in rows if r["recipe"] == "default" and r["budget"] == budget
-                           and r["label_acc"] >= seed["label_acc"])
-            reach = f"{hits[0]:.1f} min ({hits[0] / budget:.0%} of the budget; first point)" if hits else "not reached"
-            if hits and hits[0] > min(r["minutes"] for r in rows if r["recipe"] == "default" and r["budget"] == budget):
-                reach = reach.replace("; first point", "")
+            own = sorted((r for r in rows if r["recipe"] == "default" and r["budget"] == budget),
+                         key=lambda r: r["minutes"])
+            hits = [r["minutes"] for r in own if r["label_acc"] >= seed["label_acc"]]
+            reach = "not reached"
+            if hits:
+                first = "; first point" if hits[0] == own[0]["minutes"] else ""
+                reach = f"{hits[0]:.1f} min ({hits[0] / budget:.0%} of the budget{first})"
         out.append(f"| {budget:g} | " + " | ".join(cells) + f" | {reach} |")
     return out
 

@@ -79,7 +79,7 @@ def train_one_epoch(
         x = to_input(images, cfg, device, g, aug)
         y = targets.to(device, non_blocking=True).float()
         target_maps = extra[0].to(device, non_blocking=True) if extra else None
-        if not softmax:  # glyph crops hold one letter each: a softmax target, never mixed
+        if cfg.mix != "none" and not softmax:  # glyph crops hold one letter: softmax, never mixed
             x, y, target_maps = mix_batch(x, y, target_maps, cfg.mix, cfg.mix_alpha, cfg.mix_prob,
                                           np.random.default_rng([seed, 11]))
         forward_loss = functools.partial(batch_loss, model, x, y, target_maps, cfg=cfg, device=device,
@@ -158,16 +158,16 @@ def sam_second_step(model, forward_loss, rho: float) -> torch.Tensor:
             p.add_(p.grad * scale)
     for p in params:
         p.grad = None
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in norms]
-    for m in norms:
+             for m in batch_norms]
+    for m in batch_norms:
         m.momentum = 0.0
     try:
         loss = forward_loss()
         loss.backward()
     finally:
-        for m, (momentum, tracked) in zip(norms, saved):
+        for m, (momentum, tracked) in zip(batch_norms, saved):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)

@@ -23,14 +23,12 @@ def preprocess(images: torch.Tensor, cfg) -> torch.Tensor:
     C is 1, or 2 for `denoise: ink` (grey, and the share of saturated pixels per output cell).
     """
     x = images.unsqueeze(1).float().div_(255.0)
-    if cfg.denoise == "ink":
+    if cfg.denoise in ("ink", "threshold"):
         # Letters are added onto the noise and clip at 255 far more often than noise does
-        # (1 in 256): after area downsampling the second channel is a nearly clean ink map,
-        # while the grey channel keeps the semi-transparent letters that rarely reach 255.
-        x = torch.cat([x, (x >= 1.0).to(x.dtype)], dim=1)
-    elif cfg.denoise == "threshold":
-        # Letters are added onto the noise and clip at 255 far more often than noise does.
-        x = (x >= 1.0).to(x.dtype)
+        # (1 in 256): after area downsampling the saturated pixels give a nearly clean ink map.
+        # `ink` keeps the grey channel beside it, for semi-transparent letters that rarely clip.
+        ink = (x >= 1.0).to(x.dtype)
+        x = torch.cat([x, ink], dim=1) if cfg.denoise == "ink" else ink
     elif cfg.denoise == "median":
         x = _median3(x)
     size = cfg.image_size
