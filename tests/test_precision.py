@@ -17,6 +17,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 @pytest.mark.parametrize("amx", [True, False])
 def test_auto_is_bf16_and_channels_last_on_cuda_and_on_amx_cpus_only(monkeypatch, amx):
     monkeypatch.setattr(precision, "cpu_bf16_fast", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     cfg = load_config("cpu")
     assert (cfg.amp, cfg.channels_last) == ("auto", "auto")
     assert precision.resolve_amp(cfg, CUDA) == "bf16" and precision.use_channels_last(cfg, CUDA)
@@ -30,6 +31,33 @@ def test_auto_is_bf16_and_channels_last_on_cuda_and_on_amx_cpus_only(monkeypatch
         assert torch.is_autocast_enabled("cpu") is amx
         if amx:
             assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+@pytest.mark.parametrize("card, capability, amp", [
+    ("P100", (6, 0), "fp16"), ("V100", (7, 0), "fp16"), ("T4", (7, 5), "fp16"),
+    ("A100", (8, 0), "bf16"), ("RTX 3090", (8, 6), "bf16"), ("L4", (8, 9), "bf16"), ("H200", (9, 0), "bf16"),
+])
+def test_auto_on_cuda_is_bf16_only_where_the_card_computes_it_natively(monkeypatch, card, capability, amp):
+    seen = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: seen.append(device) or capability)
+    cfg = load_config("cpu")
+    assert precision.resolve_amp(cfg, CUDA) == amp, card
+    assert precision.resolve_amp(cfg, CUDA, training=False) == amp
+    assert precision.use_channels_last(cfg, CUDA)
+    assert precision.describe(cfg, CUDA) == f"{amp} autocast, channels_last"
+    assert seen and all(d == CUDA for d in seen)  # asked about the run's own card
+    assert precision.resolve_amp(load_config("cpu", ["amp=bf16"]), CUDA) == "bf16"  # explicit wins
+
+
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
+def test_fp16_training_gets_a_grad_scaler(monkeypatch):
+    from dirtymnist.train import build_grad_scaler
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert build_grad_scaler(load_config("cpu"), CUDA) is not None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert build_grad_scaler(load_config("cpu"), CUDA) is None
+    assert build_grad_scaler(load_config("cpu", ["amp=off"]), CPU) is None
 
 
 def test_explicit_settings_win_over_auto(monkeypatch):

@@ -61,9 +61,15 @@ def test_overrides_apply_and_are_typed():
     assert cfg.loss == "softmargin" and cfg.preset == "winner"
 
 
-@pytest.mark.parametrize("preset", ["cpu", "default", "winner", "seed"])
+# The competition presets stay faithful (B7 / B8 / B3 from ImageNet weights); tests shrink the
+# backbone explicitly and start from random weights (no network here).
+SHRINK = {"seed": ["model=efficientnet_b0", "pretrained="], "winner": ["model=efficientnet_b0", "pretrained="],
+          "gpu": ["model=efficientnet_b0", "pretrained="]}
+
+
+@pytest.mark.parametrize("preset", ["cpu", "default", "winner", "seed", "gpu"])
 def test_every_preset_builds_and_runs_one_batch(preset):
-    cfg = load_config(preset)
+    cfg = load_config(preset, SHRINK.get(preset, []))
     from dirtymnist.engine import to_input
 
     model = build_model(cfg, 26)
@@ -71,12 +77,17 @@ def test_every_preset_builds_and_runs_one_batch(preset):
                  torch.Generator().manual_seed(0), cfg.augment)
     assert x.shape == (2, cfg.in_chans, cfg.image_size, cfg.image_size)
     assert model(x).shape == (2, 26)
-    assert set(list_presets()) >= {"cpu", "default", "winner", "seed"}
+    assert set(list_presets()) >= {"cpu", "default", "winner", "seed", "gpu"}
 
 
-def test_hub_weights_without_network_is_a_one_line_error():
-    with pytest.raises(ConfigError, match="pretrained=/path/to/file"):
-        build_model(load_config("cpu", ["pretrained=imagenet"]), 26)
+def test_competition_presets_are_the_teams_models_from_imagenet_weights():
+    seed, winner, gpu = load_config("seed"), load_config("winner"), load_config("gpu")
+    assert (seed.model, seed.pretrained, seed.head, seed.in_chans, seed.image_size) == (
+        "tf_efficientnet_b7.aa_in1k", "imagenet", "imagenet_silu", 3, 331)
+    assert (winner.model, winner.pretrained, winner.in_chans, winner.image_size, winner.drop_rate) == (
+        "tf_efficientnet_b8.ap_in1k", "imagenet", 1, 256, 0.5)
+    assert (gpu.pretrained, gpu.feature_stride, gpu.head) == ("imagenet", 16, "max")
+    assert [s["source"] for s in gpu.stages] == ["dense", "dense", "data"]
 
 
 def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):

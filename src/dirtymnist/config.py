@@ -18,7 +18,8 @@ from dirtymnist.errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = frozenset(
-    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile"}
+    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile",
+     "grad_checkpointing", "pretrained_record"}
 )
 
 
@@ -42,8 +43,11 @@ class TrainConfig:
     # --- model
     model: str = "resnet18"  # any timm model name
     in_chans: int = 1
-    pretrained: str = ""  # path to a local weights file ("" = random init)
-    head: str = "timm"  # presence head: timm (its own global pool) | avg | max | lse | csra
+    pretrained: str = ""  # "" (random init) | imagenet (alias hub: timm's weights via the HF cache) | PATH
+    pretrained_record: str = ""  # what `pretrained` loaded (hub id@revision or path + sha256); set by train
+    head: str = "timm"  # presence head: timm (its own global pool) | avg | max | lse | csra |
+    # imagenet_silu (the 1,000-way ImageNet classifier kept, then SiLU, then Linear 1000->K)
+    feature_stride: int = 0  # class-map heads: cut a timm trunk at this stride (8 / 16); 0 = its last stage
     lse_r: float = 5.0  # sharpness of log-sum-exp pooling (and csra's attention temperature)
     csra_lambda: float = 0.5  # weight of csra's attention term over the mean
     drop_rate: float = 0.0
@@ -51,7 +55,8 @@ class TrainConfig:
     image_size: int = 128  # side fed to the network; 256 = native
     resize: str = "area"  # area | bilinear
     denoise: str = "none"  # none | threshold | median | ink (2 channels: grey + saturated-pixel share)
-    normalize: str = "unit"  # unit (x/255) | center ((x/255-0.5)/0.5) | imagenet
+    normalize: str = "auto"  # auto (the pretrained weights' own, else unit) | unit (x/255) |
+    # center ((x/255-0.5)/0.5) | imagenet
     augment: str = "rot90"  # augmentation preset (see transforms.AUGMENT_PRESETS)
     # --- optimisation
     epochs: int = 10
@@ -76,9 +81,10 @@ class TrainConfig:
     mix_alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
     mix_prob: float = 0.5  # share of batches mixed
     sam_rho: float = 0.0  # sharpness-aware minimisation radius (0 = off; 0.05 is usual); 2 passes per step
-    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX, else off) | bf16 | fp16 | off
-    channels_last: str = "auto"  # auto (on wherever amp resolves to bf16) | on | off
+    amp: str = "auto"  # auto (CUDA: bf16 at compute capability >= 8.0, fp16 below; bf16 on AMX CPUs; else off)
+    channels_last: str = "auto"  # auto (on CUDA, and wherever amp resolves to bf16) | on | off
     compile: bool = False
+    grad_checkpointing: bool = False  # timm's set_grad_checkpointing: less memory, ~25% more compute
     early_stopping: int = 0  # patience in epochs on best_metric, 0 = off
     time_limit: float = 0.0  # stop after the epoch in which training time reaches N minutes, 0 = off
     best_metric: str = "label_acc"  # label_acc (higher is better) | loss (lower is better)
@@ -103,10 +109,10 @@ class TrainConfig:
 
 
 _CHOICES = {
-    "head": {"timm", "avg", "max", "lse", "csra"},
+    "head": {"timm", "imagenet_silu", "avg", "max", "lse", "csra"},
     "resize": {"area", "bilinear"},
     "denoise": {"none", "threshold", "median", "ink"},
-    "normalize": {"unit", "center", "imagenet"},
+    "normalize": {"auto", "unit", "center", "imagenet"},
     "optimizer": {"adam", "adamw", "sgd"},
     "scheduler": {"cosine", "step", "plateau", "constant"},
     "scheduler_interval": {"step", "epoch"},
@@ -227,6 +233,8 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: sam_rho must be >= 0, got {cfg.sam_rho}")
     if cfg.sam_rho > 0 and (cfg.accum_steps > 1 or cfg.amp == "fp16"):
         raise ConfigError(f"{source}: sam_rho > 0 needs accum_steps 1 and no fp16 loss scaling (bf16 is fine)")
+    if cfg.feature_stride not in (0, 4, 8, 16, 32):
+        raise ConfigError(f"{source}: feature_stride must be 0, 4, 8, 16 or 32, got {cfg.feature_stride}")
     if cfg.folds_k < 2:
         raise ConfigError(f"{source}: folds_k must be >= 2, got {cfg.folds_k}")
     cfg.stages = [stage_from_dict(s, f"{source}: stages[{i}]") for i, s in enumerate(cfg.stages)]

@@ -52,57 +52,98 @@ class ClassMapHead(nn.Module):
 
 
 class LetterNet(nn.Module):
-    """A timm trunk (features only) + ClassMapHead; or a plain timm classifier (head=timm)."""
+    """A timm trunk + one of three tops:
+    ClassMapHead (per-class maps, pooled), `top` (the seed team's SiLU + Linear after the kept
+    1,000-way ImageNet classifier), or nothing (head=timm: the trunk's own classifier)."""
 
-    def __init__(self, trunk: nn.Module, head: nn.Module | None):
+    def __init__(self, trunk: nn.Module, head: nn.Module | None, top: nn.Module | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = head
+        self.top = top
 
     def forward(self, x: torch.Tensor, return_maps: bool = False):
         """Logits (B, K); with return_maps also the per-class maps (B, K, h, w) (dense targets)."""
         if self.head is None:
             if return_maps:
                 raise ConfigError("dense (position) targets need a class-map head: head=avg|max|lse|csra")
-            return self.trunk(x)
+            out = self.trunk(x)
+            return self.top(out) if self.top is not None else out
         maps = self.head.class_maps(self.trunk.forward_features(x))
         logits = self.head.pool_maps(maps)
         return (logits, maps) if return_maps else logits
 
 
 def build_model(cfg, num_classes: int) -> LetterNet:
+    """The network for `cfg`, with the starting weights it asks for (see `weights.py`).
+
+    The model remembers what it started from in `model.weights_record` (one line)."""
     import timm
 
     import dirtymnist.nets  # noqa: F401  (registers the dm_fcn* models with timm)
+    from dirtymnist import weights
 
-    if cfg.pretrained.lower() in {"true", "hub", "imagenet", "yes"}:
-        raise ConfigError(
-            "pretrained weights from the hub need a network, which this tool never uses; "
-            "download the weights file elsewhere and pass --set pretrained=/path/to/file.safetensors "
-            "(or make task-specific weights offline with `dirtymnist pretrain`)"
-        )
+    src = weights.resolve(cfg)
+    if src.kind == "timm_file" and timm.models.get_pretrained_cfg(cfg.model) is None:
+        src.kind = "own_file"  # our own nets have no timm pretrained config to adapt with
+    if src.kind == "hub" and not src.path and weights.hub_offline():
+        raise weights.missing_hub_weights(src)
+    kwargs = {"in_chans": cfg.in_chans, "pretrained": src.kind in ("hub", "passthrough", "timm_file")}
+    if src.path and src.kind in ("hub", "timm_file"):
+        kwargs["pretrained_cfg_overlay"] = {"file": src.path}  # timm loads + adapts; no network
     try:
-        if cfg.head == "timm":
-            trunk = timm.create_model(
-                cfg.model, pretrained=False, num_classes=num_classes, in_chans=cfg.in_chans,
-                drop_rate=cfg.drop_rate,
-            )
-            model = LetterNet(trunk, None)
-        else:
-            trunk = timm.create_model(
-                cfg.model, pretrained=False, num_classes=0, global_pool="", in_chans=cfg.in_chans
-            )
-            head = ClassMapHead(trunk.num_features, num_classes, cfg.head, cfg.lse_r, cfg.drop_rate,
-                                cfg.csra_lambda)
-            model = LetterNet(trunk, head)
+        model = _build(cfg, num_classes, timm, kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid model" in str(exc):
             hint = timm.list_models(f"*{cfg.model[:6]}*")[:5]
             raise ConfigError(f"model={cfg.model!r} is not a timm model (close: {', '.join(hint) or 'none'})") from None
+        if src.path:
+            raise ConfigError(f"{src.path}: weights do not fit model {cfg.model} "
+                              f"({str(exc).splitlines()[0][:200]})") from None
         raise
-    if cfg.pretrained:
-        load_pretrained(model, cfg.pretrained)
+    except Exception as exc:  # noqa: BLE001 - a hub download that failed: say so in one line
+        if src.kind in ("hub", "passthrough") and _is_hub_failure(exc):
+            raise weights.missing_hub_weights(src, type(exc).__name__) from None
+        raise
+    if src.kind == "hub" and not src.path:
+        src = weights.resolve(cfg)  # downloaded just now: record the cached file and revision
+    if src.kind == "own_file":
+        load_own(model, src.path)
+    if cfg.grad_checkpointing:
+        if not hasattr(model.trunk, "set_grad_checkpointing"):
+            raise ConfigError(f"grad_checkpointing=on: model {cfg.model} does not support it (timm models do)")
+        model.trunk.set_grad_checkpointing(True)
+    model.weights_record = weights.describe(src)
     return model
+
+
+def _build(cfg, num_classes: int, timm, kwargs: dict) -> LetterNet:
+    if cfg.head == "timm":
+        return LetterNet(timm.create_model(cfg.model, num_classes=num_classes, drop_rate=cfg.drop_rate,
+                                           **kwargs), None)
+    if cfg.head == "imagenet_silu":  # the 9th-place team: ImageNet logits -> SiLU -> Linear(1000, K)
+        trunk = timm.create_model(cfg.model, num_classes=1000, drop_rate=cfg.drop_rate, **kwargs)
+        return LetterNet(trunk, None, nn.Sequential(nn.SiLU(), nn.Linear(1000, num_classes)))
+    trunk = timm.create_model(cfg.model, num_classes=0, global_pool="", **kwargs)
+    channels = trunk.num_features
+    if cfg.feature_stride:  # drop the stages after that stride: finer maps, less compute
+        info = getattr(trunk, "feature_info", None) or []
+        strides = [f["reduction"] for f in info]
+        if cfg.feature_stride not in strides or not hasattr(trunk, "prune_intermediate_layers"):
+            raise ConfigError(f"feature_stride={cfg.feature_stride}: model {cfg.model} can be cut at "
+                              f"strides {', '.join(map(str, strides)) or 'none'}")
+        idx = strides.index(cfg.feature_stride)
+        trunk.prune_intermediate_layers(indices=[idx], prune_norm=True, prune_head=True)
+        channels = info[idx]["num_chs"]
+    head = ClassMapHead(channels, num_classes, cfg.head, cfg.lse_r, cfg.drop_rate, cfg.csra_lambda)
+    return LetterNet(trunk, head)
+
+
+def _is_hub_failure(exc: Exception) -> bool:
+    """Errors of huggingface_hub and its HTTP clients (no network, no such file in the cache)."""
+    mods = {type(e).__module__.split(".")[0] for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(mods & {"huggingface_hub", "requests", "httpx", "httpcore", "urllib3", "socket"}) or \
+        isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -143,12 +184,10 @@ def _adapt_stem(chans: int, weight: torch.Tensor, adapt_input_conv) -> torch.Ten
         return weight  # left as is: the shape check then skips it
 
 
-def load_pretrained(model: LetterNet, path: str | Path) -> None:
-    """Load backbone weights into model.trunk; the classifier/head is kept fresh when shapes differ.
-
-    Accepts our own files (`dirtymnist pretrain`, checkpoints: keys `trunk.*`/`head.*`) and
-    plain timm state dicts. A 3-channel stem is adapted to 1 channel (and back) like timm does.
-    """
+def load_own(model: LetterNet, path: str | Path) -> None:
+    """Load our own trunk files (`dirtymnist pretrain`, checkpoints: keys `trunk.*`/`head.*`; or a
+    plain state dict of one of our `dm_fcn` nets) into the model; the head stays fresh where
+    shapes differ. timm-format files of timm models go through timm instead (`build_model`)."""
     from timm.models import adapt_input_conv
 
     state = read_weights(path)

@@ -44,7 +44,7 @@ def pretrain(out, *, minutes: float | None = None, steps: int | None = None, mod
     if (minutes is None) == (steps is None):
         raise ConfigError("pretrain: give exactly one of minutes or steps")
     cfg = load_config(preset, [*(overrides or []), *([f"model={model}"] if model else [])])
-    if cfg.head == "timm":
+    if cfg.head in ("timm", "imagenet_silu"):
         cfg.head = "max"  # dense targets need per-class maps; the trunk weights fit any head
     seed_everything(cfg.seed, cfg.deterministic)
     fams = {} if families == "all" else {"families": list(split_families(0.2, seed=0)[0])}

@@ -27,6 +27,7 @@ from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
+from dirtymnist.weights import settle as settle_weights
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def build_grad_scaler(cfg: TrainConfig, device: torch.device):
+    """fp16 autocast needs loss scaling (T4 / V100 / P100 under amp: auto); bf16 and fp32 do not."""
+    if resolve_amp(cfg, device) != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer, plan: list[EpochPlan], stage: int):
@@ -180,13 +188,15 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
             raise ConfigError(f"fold {f} is out of range for folds_k={cfg.folds_k}")
     if cfg.batch_size % dist.world_size():
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
+    cfg = settle_weights(cfg)  # hub weights fetched once into the HF cache; normalize: auto resolved
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         # where the data lives, so later commands (thresholds, report, package) need only RUN
         record = {"data_dir": str(Path(data_dir).absolute()),
-                  "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
+                  "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None,
+                  "weights": cfg.pretrained_record}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     results = {}
     try:
@@ -233,7 +243,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     loss_fn = build_loss(cfg.loss)
     optimizer = build_optimizer(cfg, model)
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
-    scaler = torch.amp.GradScaler(device.type) if resolve_amp(cfg, device) == "fp16" else None
+    scaler = build_grad_scaler(cfg, device)
     if main:
         log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
 

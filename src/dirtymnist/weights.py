@@ -1,0 +1,199 @@
+"""Where a backbone's starting weights come from: ImageNet through timm / the HF hub, or a file.
+
+`pretrained` in a config is one of
+  ""                      random initialisation;
+  imagenet (alias hub)    the model's default timm weights, through timm's own loader and the
+                          Hugging Face cache (HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE as usual);
+                          offline-first: a cached file loads without touching the network;
+  PATH                    a timm-format state dict (.safetensors / .pth / .bin), handed to timm
+                          as `pretrained_cfg_overlay=dict(file=PATH)` so timm adapts the stem to
+                          `in_chans` and drops the classifier; or one of our own trunk files
+                          (`dirtymnist pretrain`, a checkpoint), loaded by `models.load_own`.
+Model names `hf-hub:ORG/REPO` and `local-dir:PATH` carry their own weights: `imagenet` loads
+them through timm unchanged.
+
+`resolve(cfg)` says which of these applies (`WeightsSource`) without touching the network;
+`describe(...)` gives the one-line record kept in config.yaml, run.json and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dirtymnist.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HUB_WORDS = frozenset({"imagenet", "hub", "true", "yes"})
+_HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the hub for, in order
+
+
+@dataclass
+class WeightsSource:
+    """kind: none | hub (timm's default weights) | passthrough (hf-hub:/local-dir: names) |
+    timm_file (a timm-format state dict) | own_file (our trunk files and checkpoints)."""
+
+    kind: str
+    path: str = ""  # the file that will be loaded (hub: the cached file, "" when not cached)
+    hub_id: str = ""  # hub: e.g. timm/tf_efficientnet_b7.aa_in1k
+    revision: str = ""  # hub: the cached snapshot's commit hash
+
+
+def is_hub(pretrained: str) -> bool:
+    return pretrained.strip().lower() in HUB_WORDS
+
+
+def resolve(cfg) -> WeightsSource:
+    """Which weights `cfg` asks for; hub weights are looked up in the local cache only."""
+    p = cfg.pretrained.strip()
+    if not p:
+        return WeightsSource("none")
+    if is_hub(p):
+        if cfg.model.startswith(("hf-hub:", "local-dir:")):
+            return WeightsSource("passthrough", hub_id=cfg.model)
+        return _resolve_hub(cfg.model)
+    path = Path(p).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: pretrained weights file not found")
+    return WeightsSource("own_file" if _is_own_file(path) else "timm_file", path=str(path))
+
+
+def _resolve_hub(model: str) -> WeightsSource:
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(model)
+    hub_id = getattr(pcfg, "hf_hub_id", None) if pcfg is not None else None
+    if not hub_id:
+        raise ConfigError(f"model={model!r} has no ImageNet weights in timm; pass a file "
+                          "(--set pretrained=/path/weights.safetensors) or use random init (pretrained=)")
+    repo, _, revision = hub_id.partition("@")
+    files = (pcfg.hf_hub_filename,) if getattr(pcfg, "hf_hub_filename", None) else _HF_FILES
+    for name in files:
+        found = _cached_file(repo, name, revision or None)
+        if found:
+            return WeightsSource("hub", path=found, hub_id=repo,
+                                 revision=Path(found).parent.name if "snapshots" in found else "")
+    return WeightsSource("hub", hub_id=repo, revision=revision)
+
+
+def _cached_file(repo: str, filename: str, revision: str | None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, revision=revision)
+    return found if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def missing_hub_weights(src: WeightsSource, cause: str = "") -> ConfigError:
+    """The one line for weights that are neither cached nor downloadable right now."""
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else (cause or "the hub cannot be reached")
+    return ConfigError(
+        f"ImageNet weights {src.hub_id} are not in the Hugging Face cache {hub_cache_dir()} and "
+        f"cannot be downloaded ({why}); run once with a network, or `hf download {src.hub_id}`, "
+        "or pass a file: --set pretrained=/path/weights.safetensors")
+
+
+def _is_own_file(path: Path) -> bool:
+    """Our `pretrain` output and our checkpoints name their tensors `trunk.*` / hold `model`."""
+    keys = _tensor_keys(path)
+    return any(k.startswith(("trunk.", "head.", "model.trunk.")) for k in keys) or keys == {"model"}
+
+
+def _tensor_keys(path: Path) -> set[str]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return set(f.keys())
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
+        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict) and "config" in state:
+        return {"model"}
+    return set(state) if isinstance(state, dict) else set()
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe(src: WeightsSource) -> str:
+    """One line: what was loaded, so a run records exactly which weights it started from."""
+    if src.kind == "none":
+        return "random init"
+    if src.kind == "passthrough":
+        return f"timm weights of {src.hub_id}"
+    if src.kind == "hub":
+        where = f" ({Path(src.path).name}, sha256 {sha256(src.path)[:16]})" if src.path else ""
+        return f"hub {src.hub_id}@{src.revision or 'main'}{where}"
+    return f"file {src.path} (sha256 {sha256(src.path)[:16]}, {src.kind.replace('_', ' ')})"
+
+
+def data_normalize(model_name: str) -> str:
+    """The normalisation (unit / center / imagenet) closest to the weights' own data config."""
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(model_name)
+    mean = tuple(getattr(pcfg, "mean", None) or (0.485, 0.456, 0.406))
+    if all(abs(m - 0.5) < 1e-3 for m in mean):
+        return "center"
+    if all(abs(m) < 1e-3 for m in mean):
+        return "unit"
+    return "imagenet"
+
+
+def settle(cfg):
+    """Before a run writes its config: fetch hub weights missing from the cache (one download,
+    through huggingface_hub, into the usual cache), resolve `normalize: auto`, and fill
+    `pretrained_record`. Returns the updated config; nothing is loaded into a model here."""
+    import dataclasses
+
+    src = resolve(cfg)
+    if src.kind == "hub" and not src.path:
+        _download(src)
+        src = resolve(cfg)
+    normalize = cfg.normalize
+    if normalize == "auto":
+        normalize = data_normalize(cfg.model) if src.kind in ("hub", "timm_file") else "unit"
+    return dataclasses.replace(cfg, normalize=normalize, pretrained_record=describe(src))
+
+
+def _download(src: WeightsSource) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    if hub_offline():
+        raise missing_hub_weights(src)
+    last: Exception | None = None
+    for name in _HF_FILES:  # timm's order: safetensors first
+        try:
+            hf_hub_download(src.hub_id, name, revision=src.revision or None)
+            return
+        except EntryNotFoundError as exc:
+            last = exc
+        except Exception as exc:  # noqa: BLE001 - no network, no such repo: one line
+            raise missing_hub_weights(src, type(exc).__name__) from None
+    raise missing_hub_weights(src, f"no weights file in the repo ({type(last).__name__})")
