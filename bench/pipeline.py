@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = load_config("seed", [f"model={args.model}", f"batch_size={args.batch_size}"])
+    cfg = load_config("seed", [f"model={args.model}", f"batch_size={args.batch_size}", "pretrained="])
     labels = (rng.random((args.images, 26)) < 0.46).astype(np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         # ours reads a uint8 grayscale memmap, as the cache stores it

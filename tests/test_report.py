@@ -94,6 +94,7 @@ def test_report_is_self_contained(tiny_run, tmp_path):
     # nothing loaded from elsewhere: no URL, no <link>, no external script
     assert not re.search(r"https?://|<link|<script src|@import|url\(", page)
     assert 'id="imgcheck"' in page
+    assert "pretrained_record" in page and "random init" in page  # what the run started from
     # per-fold summary from the metrics files; OOF over both validation folds (16 images)
     assert [r["fold"] for r in rep.fold_rows] == [0, 1]
     for row in rep.fold_rows:

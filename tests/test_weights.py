@@ -177,7 +177,7 @@ def test_the_seed_head_keeps_the_imagenet_classifier_then_silu_then_linear(tmp_p
 
 
 def test_feature_stride_cuts_the_trunk_and_grad_checkpointing_gives_the_same_gradients():
-    cfg = load_config("gpu", ["model=efficientnet_b0", "pretrained=", "image_size=64"])
+    cfg = load_config("gpu", ["model=efficientnet_b0", "pretrained=", "image_size=64"])  # a miniature
     torch.manual_seed(0)
     model = build_model(cfg, 26)
     x = torch.rand(2, 1, 64, 64)

@@ -29,7 +29,7 @@ from dirtymnist.runs import RunRecord, find_data_dir, load_run
 log = logging.getLogger(__name__)
 
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)  # (97,) global thresholds tried
-_CONFIG_SHOWN = ("preset", "model", "image_size", "head", "loss", "augment", "epochs",
+_CONFIG_SHOWN = ("preset", "model", "pretrained_record", "image_size", "head", "loss", "augment", "epochs",
                  "batch_size", "lr", "optimizer", "scheduler", "ema", "folds_k", "subset")
 
 
