@@ -223,7 +223,7 @@ def _write(out: Path, rows: list[dict], args, gen_s: float) -> None:
     (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.add_subplot()
-    colours = {"seed": "tab:blue", "winner": "tab:orange", "default": "tab:green"}
+    colours = {"seed": "tab:blue", "winner": "tab:orange", "default": "tab:green", "gpu": "tab:red"}
     budgets = sorted({r["budget"] for r in rows})
     styles = dict(zip(budgets, ["-", "--", ":", "-."] * 3))
     for recipe, budget in dict.fromkeys((r["recipe"], r["budget"]) for r in rows):

@@ -194,3 +194,19 @@ def test_feature_stride_cuts_the_trunk_and_grad_checkpointing_gives_the_same_gra
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     with pytest.raises(ConfigError, match="feature_stride=16: model dm_fcn"):
         build_model(load_config("cpu", ["feature_stride=16", "head=max"]), 26)
+
+
+def test_local_dir_model_names_pass_through_to_timm(tmp_path, timm_state):
+    """`model=local-dir:PATH` + `pretrained=imagenet`: timm reads the folder's config.json and weights."""
+    import timm
+    from timm.models import save_for_hf
+
+    src = timm.create_model(MODEL, num_classes=1000)
+    src.load_state_dict(timm_state)
+    save_for_hf(src, str(tmp_path / "repo"), model_config={"architecture": MODEL, "num_classes": 1000})
+    cfg = settle(load_config("cpu", [f"model=local-dir:{tmp_path / 'repo'}", "pretrained=imagenet",
+                                     "head=max", "in_chans=3", "normalize=auto"]))
+    assert cfg.pretrained_record == f"timm weights of local-dir:{tmp_path / 'repo'}"
+    assert cfg.normalize == "imagenet"  # the folder's config.json: resnet18's ImageNet mean / std
+    model = build_model(cfg, 26)
+    assert torch.equal(model.state_dict()["trunk.layer4.1.conv2.weight"], timm_state["layer4.1.conv2.weight"])

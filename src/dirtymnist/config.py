@@ -84,7 +84,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (CUDA: bf16 at compute capability >= 8.0, fp16 below; bf16 on AMX CPUs; else off)
     channels_last: str = "auto"  # auto (on CUDA, and wherever amp resolves to bf16) | on | off
     compile: bool = False
-    grad_checkpointing: bool = False  # timm's set_grad_checkpointing: less memory, ~25% more compute
+    grad_checkpointing: bool = False  # timm's set_grad_checkpointing: blocks recomputed in backward, far less memory
     early_stopping: int = 0  # patience in epochs on best_metric, 0 = off
     time_limit: float = 0.0  # stop after the epoch in which training time reaches N minutes, 0 = off
     best_metric: str = "label_acc"  # label_acc (higher is better) | loss (lower is better)

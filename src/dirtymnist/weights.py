@@ -153,16 +153,32 @@ def describe(src: WeightsSource) -> str:
 
 
 def data_normalize(model_name: str) -> str:
-    """The normalisation (unit / center / imagenet) closest to the weights' own data config."""
-    from timm.models import get_pretrained_cfg
+    """The normalisation (unit / center / imagenet) closest to the weights' own data config
+    (timm's pretrained config; for hf-hub: / local-dir: names, the repo's config.json)."""
+    mean = None
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        mean = _repo_config(model_name).get("pretrained_cfg", {}).get("mean")
+    else:
+        from timm.models import get_pretrained_cfg
 
-    pcfg = get_pretrained_cfg(model_name)
-    mean = tuple(getattr(pcfg, "mean", None) or (0.485, 0.456, 0.406))
+        mean = getattr(get_pretrained_cfg(model_name), "mean", None)
+    mean = tuple(mean or (0.485, 0.456, 0.406))  # timm's default when a config says nothing
     if all(abs(m - 0.5) < 1e-3 for m in mean):
         return "center"
     if all(abs(m) < 1e-3 for m in mean):
         return "unit"
     return "imagenet"
+
+
+def _repo_config(model_name: str) -> dict:
+    import json
+
+    kind, _, where = model_name.partition(":")
+    path = Path(where) / "config.json" if kind == "local-dir" else _cached_file(where.partition("@")[0], "config.json", None)
+    try:
+        return json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def settle(cfg):
@@ -177,7 +193,7 @@ def settle(cfg):
         src = resolve(cfg)
     normalize = cfg.normalize
     if normalize == "auto":
-        normalize = data_normalize(cfg.model) if src.kind in ("hub", "timm_file") else "unit"
+        normalize = data_normalize(cfg.model) if src.kind in ("hub", "timm_file", "passthrough") else "unit"
     return dataclasses.replace(cfg, normalize=normalize, pretrained_record=describe(src))
 
 
