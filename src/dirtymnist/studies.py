@@ -10,6 +10,7 @@ for `2 x heartbeat` seconds is failed by the next worker that looks, and a copy 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
 from dirtymnist.errors import ConfigError, DirtyMnistError
@@ -57,14 +58,22 @@ def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT):
         if backend == "postgresql":
             engine_kwargs["connect_args"] = {"connect_timeout": 10}  # a dead host fails in 10 s
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY))
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():  # heartbeats are marked experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat),
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=MAX_RETRY))
+            except sqlalchemy.exc.IntegrityError:
+                # two workers creating the tables of a new database at once: the loser finds
+                # them made on its next try
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
     except ImportError:
-        driver = "psycopg2-binary" if backend == "postgresql" else f"a {backend} driver"
+        driver = "'psycopg[binary]'" if backend == "postgresql" else f"a {backend} driver"
         raise ConfigError(f"--storage {shown}: the database driver is not installed "
                           f"(pip install {driver})") from None
     except sqlalchemy.exc.DBAPIError as exc:  # no server, refused credentials, no such database
@@ -77,7 +86,7 @@ def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT):
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
