@@ -5,7 +5,7 @@
 Makes a small synthetic data folder and its cache once, then runs the same search twice, each
 in a fresh study (SQLite, one host): `workers=1` (torch on every core) and `workers=2` (the
 cores split between two processes). A trial is the `cpu` net on the data folder only (no
-dense stages), 3 epochs; the space holds only lr. The median pruner may stop some trials
+dense stages), 2 epochs at 64 px; the space holds only lr. The median pruner may stop some trials
 early, so epochs per hour (the work actually done) is reported beside trials per hour.
 """
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 SPACE = "lr: {type: float, low: 0.001, high: 0.01, log: true}\n"
-TRIAL = ["model=dm_fcn", "stages=[]", "epochs=3", "image_size=128", "batch_size=32", "folds_k=5"]
+TRIAL = ["model=dm_fcn", "stages=[]", "epochs=2", "image_size=64", "batch_size=32", "folds_k=5"]
 
 
 def run(data: Path, out: Path, workers: int, trials: int) -> dict:

@@ -172,7 +172,6 @@ def _open_study(job: _Job):
 def _run_workers(job: _Job, workers: int) -> None:
     """`workers` spawned processes (spawn: safe after torch started threads), cores split between them."""
     import multiprocessing
-    import os
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(a preset) and OUT/trials.csv.")
     p.add_argument("data_dir", help="competition-layout data folder")
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--trials", type=int, default=20, help="total trials in the study (default 20)")
+    p.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials the study should hold, all workers together (default 20)")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="stop starting trials after this")
     p.add_argument("--subset", type=int, default=2000, help="balanced subset size (0 = all; default 2000)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
