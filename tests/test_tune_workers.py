@@ -35,7 +35,7 @@ def postgres_url():
 def _tune_cmd(data, out, storage, space, *extra):
     cmd = [sys.executable, "-m", "dirtymnist", "tune", str(data), "--preset", "cpu", "--trials", "4",
            "--subset", "0", "--storage", storage, "--study", "fault", "--space", str(space),
-           "--out", str(out), "--heartbeat", "1", "--budget-minutes", "3", *extra]
+           "--out", str(out), "--heartbeat", "2", "--budget-minutes", "3", *extra]
     for item in TINY:
         cmd += ["--set", item]
     return cmd
@@ -134,3 +134,27 @@ def test_a_study_made_with_another_space_is_refused_with_the_difference(tmp_path
     msg = str(e.value)
     assert "another search space" in msg and "head only in the study" in msg
     assert "mix not in the study" in msg and '"low":0.0005' in msg and '"low":0.001' in msg
+
+
+_ASK = """
+import sys, time
+import optuna
+from dirtymnist.studies import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1], 60))
+while time.time() < float(sys.argv[2]):  # both processes ask at the same moment
+    time.sleep(0.001)
+print(" ".join(str(study.ask().number) for _ in range(15)))
+"""
+
+
+def test_local_workers_never_take_the_same_queued_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url, 60))
+    for i in range(30):
+        study.enqueue_trial({"x": i})
+    start = str(time.time() + 4)
+    procs = [subprocess.Popen([sys.executable, "-c", _ASK, url, start], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    taken = [int(n) for p in procs for n in p.communicate(timeout=60)[0].split()]
+    assert sorted(taken) == list(range(30))  # each queued trial taken once, none created anew

@@ -62,10 +62,13 @@ def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT):
             try:
                 with warnings.catch_warnings():  # heartbeats are marked experimental
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
+                    storage = optuna.storages.RDBStorage(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat),
                         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                             max_retry=MAX_RETRY))
+                if backend == "sqlite":
+                    _lock_sqlite_transactions(storage.engine)
+                return storage
             except sqlalchemy.exc.IntegrityError:
                 # two workers creating the tables of a new database at once: the loser finds
                 # them made on its next try
@@ -83,6 +86,26 @@ def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT):
         if parsed.password:
             reason = reason.replace(parsed.password, "***")
         raise StorageError(f"--storage {shown}: cannot open the study database on {where}: {reason}") from None
+
+
+def _lock_sqlite_transactions(engine) -> None:
+    """Every SQLite transaction takes the database's write lock when it begins.
+
+    Optuna takes a queued trial with SELECT ... FOR UPDATE, which SQLite ignores: two local
+    workers could both read it WAITING and both run it (seen with `--workers 2`). BEGIN
+    IMMEDIATE makes the read-then-write atomic (SQLAlchemy's recipe for pysqlite).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite must not emit its own BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners were set up are dropped
 
 
 def _first_line(exc: BaseException) -> str:

@@ -233,7 +233,15 @@ def _work(job: _Job, study, worker: int) -> None:
             # the last trials run elsewhere: wait, and take one over if its worker dies
             time.sleep(max(0.0, min(job.heartbeat, job.deadline - time.time())))
             continue
-        study.optimize(objective, n_trials=1, catch=(ConfigError, _Surplus))
+        try:
+            study.optimize(objective, n_trials=1, catch=(ConfigError, _Surplus))
+        except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
+            if not str(exc).startswith("Cannot tell a"):
+                raise
+            # its heartbeat came late, so another worker failed it and queued a copy; the fold
+            # claim kept the copy from writing the run folder at the same time
+            log.warning("tune: another worker took this worker's trial over (%s; heartbeats late "
+                        "under load? a larger --heartbeat avoids it)", exc)
     log.info("tune: the budget is spent; run the command again to continue")
 
 
