@@ -1,6 +1,6 @@
 """Trials per hour of `dirtymnist tune` with 1 and 2 worker processes on this machine, same trials.
 
-    .venv/bin/python bench/tune_workers.py [--trials 8] [--out /tmp/bench-tune-workers]
+    .venv/bin/python bench/tune_workers.py [--trials 6] [--order 1,2] [--out /tmp/bench-tune-workers]
 
 Makes a small synthetic data folder and its cache once, then runs the same search twice, each
 in a fresh study (SQLite, one host): `workers=1` (torch on every core) and `workers=2` (the
@@ -40,9 +40,10 @@ def run(data: Path, out: Path, workers: int, trials: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--train", type=int, default=400, help="training images generated")
     ap.add_argument("--out", default="/tmp/bench-tune-workers")
+    ap.add_argument("--order", default="1,2", help="worker counts in run order, e.g. 2,1 (load drifts)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -55,11 +56,12 @@ def main() -> None:
     if not (data / "dirty_mnist_2nd_answer.csv").is_file():
         write_dataset(data, n_train=args.train, n_test=8, seed=0, progress=False)
     build_cache(DataPaths.from_root(data))
-    rows = [run(data, out / f"w{w}-{time.strftime('%H%M%S')}", w, args.trials) for w in (1, 2)]
-    for row in rows:
+    rows = {w: run(data, out / f"w{w}-{time.strftime('%H%M%S')}", w, args.trials)
+            for w in map(int, args.order.split(","))}
+    for row in rows.values():
         print(json.dumps(row))
-    print(f"ratio 2 workers / 1 worker: trials/hour {rows[1]['trials_per_hour'] / rows[0]['trials_per_hour']:.2f}x, "
-          f"epochs/hour {rows[1]['epochs_per_hour'] / rows[0]['epochs_per_hour']:.2f}x")
+    print(f"ratio 2 workers / 1 worker: trials/hour {rows[2]['trials_per_hour'] / rows[1]['trials_per_hour']:.2f}x, "
+          f"epochs/hour {rows[2]['epochs_per_hour'] / rows[1]['epochs_per_hour']:.2f}x")
 
 
 if __name__ == "__main__":
