@@ -189,6 +189,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         record = {"data_dir": str(Path(data_dir).absolute()),
                   "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
     def train_one(f: int) -> dict:
         return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
                           device, force=force, fold=f, on_epoch=on_epoch, on_step=on_step)
