@@ -35,7 +35,7 @@ def postgres_url():
 def _tune_cmd(data, out, storage, space, *extra):
     cmd = [sys.executable, "-m", "dirtymnist", "tune", str(data), "--preset", "cpu", "--trials", "4",
            "--subset", "0", "--storage", storage, "--study", "fault", "--space", str(space),
-           "--out", str(out), "--heartbeat", "2", "--budget-minutes", "3", *extra]
+           "--out", str(out), "--heartbeat", "2", "--budget-minutes", "6", *extra]
     for item in TINY:
         cmd += ["--set", item]
     return cmd
@@ -76,7 +76,7 @@ def test_two_workers_one_killed_mid_trial_the_study_completes_and_the_trial_resu
             time.sleep(0.2)
     assert study is not None, proc.communicate()[1][-3000:]
     killed, run_dir, first_epoch = _kill_a_worker_mid_trial(study, proc)
-    stdout, stderr = proc.communicate(timeout=240)
+    stdout, stderr = proc.communicate(timeout=420)
     assert proc.returncode == 0, stderr[-4000:]
     seconds = time.monotonic() - t0
 
