@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dirtymnist import claims
 from dirtymnist import distributed as dist
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -198,12 +199,18 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
                   "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None,
                   "weights": cfg.pretrained_record}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
-    results = {}
+
+    def train_one(f: int) -> dict:
+        return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
+                          device, force=force, fold=f, on_epoch=on_epoch, on_step=on_step)
+
     try:
-        for f in folds:
-            results[f] = train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f],
-                                    run_dir / f"fold{f}", device, force=force, fold=f,
-                                    on_epoch=on_epoch, on_step=on_step)
+        if dist.world_size() > 1:  # a torchrun group trains its folds together, in order
+            results = {f: train_one(f) for f in folds}
+        else:  # other processes or hosts may share this run folder: each fold is trained once
+            results = claims.train_claimed(run_dir, folds, train_one)
+        if len(folds) > 1 and dist.is_main():
+            claims.gather_oof(run_dir, folds)
     finally:
         dist.barrier()
     return results

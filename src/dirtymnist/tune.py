@@ -2,15 +2,19 @@
 
 Optuna (TPE sampler, median pruner on the per-epoch validation label accuracy) over a
 label-balanced subset. The study lives in SQLite by default (OUT/study.db), so an
-interrupted search continues where it stopped; any database URL (`--storage`) spreads
-trials over several machines. Each trial is an ordinary run directory under OUT/, so
-`dirtymnist runs OUT` compares them; the best config is written as a preset YAML.
+interrupted search continues where it stopped; `--workers N` runs N processes on it, and
+any database URL (`--storage postgresql://...`) lets `tune` commands on several hosts share
+it (heartbeats retry a dead worker's trial: `studies.py`). Each trial is an ordinary run
+directory, OUT/STUDY/trial-NNNN, so `dirtymnist runs OUT` compares them; the best config is
+written as a preset YAML.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from dirtymnist.atomic import atomic_write_text
-from dirtymnist.errors import ConfigError
+from dirtymnist.errors import ConfigError, DirtyMnistError
+from dirtymnist.studies import DEFAULT_HEARTBEAT, MAX_RETRY
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +90,18 @@ def _suggest(trial, space: dict) -> dict:
 def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: float = 60.0,
          overrides: list[str] | None = None, space: str | Path | None = None,
          storage: str | None = None, out: str | Path = "runs/tune", subset: int = 2000,
-         study_name: str | None = None) -> TuneResult:
-    import optuna
+         study_name: str | None = None, workers: int = 1,
+         heartbeat: int = DEFAULT_HEARTBEAT) -> TuneResult:
+    """Run the study until it holds `trials` finished (complete or pruned) trials.
 
+    `workers` processes on this host share it; `tune` commands on other hosts given the same
+    `storage` and `study_name` join the same study. Returns once it is full or the budget is
+    spent (counted from this call), then writes OUT/trials.csv and OUT/best.yaml.
+    """
     from dirtymnist.config import load_config
-    from dirtymnist.train import train
 
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space(space)
@@ -98,48 +109,179 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
     if subset and not any(o.startswith("subset=") for o in overrides):
         overrides.append(f"subset={subset}")
     base = load_config(preset, overrides)  # fail early on bad overrides
-    storage = storage or f"sqlite:///{(out / 'study.db').absolute()}"
-    name = study_name or f"{Path(preset).stem}"
+    job = _Job(data_dir=str(data_dir), preset=preset, overrides=overrides, space=space,
+               storage=storage or f"sqlite:///{(out / 'study.db').absolute()}",
+               shared=storage is not None, study=study_name or Path(preset).stem, out=str(out.absolute()),
+               trials=trials, deadline=time.time() + budget_minutes * 60, heartbeat=heartbeat,
+               seed=base.seed)
+    study = _open_study(job)
+    if not study.trials:  # trial 0: the preset's own values, the baseline every trial is read against
+        baseline = preset_point(base, space)
+        if baseline:
+            study.enqueue_trial(baseline, skip_if_exists=True)
+    t0 = time.perf_counter()
+    if workers == 1:
+        _work(job, study, worker=0)
+    else:
+        _run_workers(job, workers)
+    log.info("tune: %.0fs", time.perf_counter() - t0)
+    return _write_outputs(study, out, preset, overrides)
+
+
+@dataclass
+class _Job:
+    """What every worker of one `tune` command needs (picklable: workers are spawned)."""
+
+    data_dir: str
+    preset: str
+    overrides: list[str]
+    space: dict
+    storage: str
+    shared: bool  # storage given by the user: other hosts may work on the study too
+    study: str
+    out: str
+    trials: int
+    deadline: float  # time.time() after which no trial is started
+    heartbeat: int
+    seed: int
+
+
+class _Surplus(Exception):
+    """This trial would take the study past its number of trials (two workers asked at once)."""
+
+
+def _open_study(job: _Job):
+    import optuna
+
+    from dirtymnist.studies import check_space, open_storage, safe_url
+
     study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+        study_name=job.study, storage=open_storage(job.storage, job.heartbeat), load_if_exists=True,
+        direction="maximize",
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    # A continued search must not replay the first session's random draws.
-    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
-    # Trials left RUNNING by a killed search: mark failed and run their parameters again in
-    # the same run directory, which resumes from its last.pt.
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"run_dir": t.user_attrs.get("run_dir", "")},
-                            skip_if_exists=False)
-        log.info("tune: trial %d was interrupted; queued again", t.number)
+    if "search_space" not in study.user_attrs:  # new, or made before heartbeats existed:
+        running = optuna.trial.TrialState.RUNNING  # its RUNNING trials were left by a killed search
+        for t in study.get_trials(deepcopy=False, states=(running,)):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs=dict(t.user_attrs))
+    check_space(study, job.space, safe_url(job.storage))
+    return study
+
+
+def _run_workers(job: _Job, workers: int) -> None:
+    """`workers` spawned processes (spawn: safe after torch started threads), cores split between them."""
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(job, i, threads), name=f"tune-worker-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [(i, p) for i, p in enumerate(procs) if p.exitcode]
+    for i, p in failed:
+        log.warning("tune: worker %d (PID %d) ended with exit code %s; a trial it left running is "
+                    "retried by the other workers", i, p.pid, p.exitcode)
+    if len(failed) == workers:
+        raise DirtyMnistError(f"{job.out}: all {workers} tune workers stopped with an error (see above)")
+
+
+def _worker_main(job: _Job, index: int, threads: int) -> None:
+    import sys
+
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s", stream=sys.stderr)
+    torch.set_num_threads(threads)
+    try:
+        _work(job, _open_study(job), worker=index + 1)
+    except DirtyMnistError as exc:
+        print(f"dirtymnist tune: worker {index}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _work(job: _Job, study, worker: int) -> None:
+    """Run trials until the study holds `job.trials` finished ones, counting every worker's."""
+    import warnings
+    import zlib
+    from collections import Counter
+
+    import optuna
+    from optuna.trial import TrialState
+
+    # Workers must not replay each other's (or a first session's) random draws.
+    salt = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) if worker or job.shared else 0
+    study.sampler = optuna.samplers.TPESampler(seed=(job.seed + len(study.trials) + salt) % 2**32,
+                                               constant_liar=True)
+    objective = _objective(job, study)
+    while time.time() < job.deadline:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> failed + queued again
+        n = Counter(t.state for t in study.get_trials(deepcopy=False))
+        finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED]
+        if finished >= job.trials:
+            log.info("tune: the study holds %d finished trials", finished)
+            return
+        if n[TrialState.FAIL] > 2 * job.trials + MAX_RETRY:
+            log.warning("tune: %d trials failed; stopping (see the errors above)", n[TrialState.FAIL])
+            return
+        if not n[TrialState.WAITING] and finished + n[TrialState.RUNNING] >= job.trials:
+            # the last trials run elsewhere: wait, and take one over if its worker dies
+            time.sleep(max(0.0, min(job.heartbeat, job.deadline - time.time())))
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=(ConfigError, _Surplus))
+        except ValueError as exc:  # Optuna's "Cannot tell a FAIL trial."
+            if not str(exc).startswith("Cannot tell a"):
+                raise
+            # its heartbeat came late, so another worker failed it and queued a copy; the fold
+            # claim kept the copy from writing the run folder at the same time
+            log.warning("tune: another worker took this worker's trial over (%s; heartbeats late "
+                        "under load? a larger --heartbeat avoids it)", exc)
+    log.info("tune: the budget is spent; run the command again to continue")
+
+
+def _objective(job: _Job, study):
+    import optuna
+    from optuna.trial import TrialState
+
+    from dirtymnist.config import load_config
+    from dirtymnist.train import train
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
     def objective(trial) -> float:
-        params = _suggest(trial, space)
-        cfg = load_config(preset, overrides + [f"{k}={v}" for k, v in params.items()])
-        run_dir = Path(trial.user_attrs.get("run_dir") or out / f"trial-{trial.number:04d}")
+        # Trial numbers order the trials: one whose predecessors (finished, running or queued)
+        # already fill the study is refused, so workers never overshoot `job.trials`.
+        others = study.get_trials(deepcopy=False, states=counted)
+        ahead = sum(t.number < trial.number for t in others)
+        if ahead >= job.trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus(f"trial {trial.number}: {job.trials} trials are already finished or running")
+        trial.set_user_attr("worker", worker)
+        params = _suggest(trial, job.space)
+        cfg = load_config(job.preset, job.overrides + [f"{k}={v}" for k, v in params.items()])
+        # a retried trial carries its first run folder in user_attrs, so it resumes from last.pt
+        run_dir = Path(trial.user_attrs.get("run_dir") or Path(job.out) / job.study / f"trial-{trial.number:04d}")
         trial.set_user_attr("run_dir", str(run_dir))
+        first = next(t for t in others if t.number == trial.number).system_attrs.get("failed_trial")
+        if first is not None:
+            log.info("tune: trial %d retries trial %d (its worker died) in %s", trial.number, first, run_dir)
 
         def on_epoch(fold: int, epoch: int, row: dict) -> None:
             trial.report(row["label_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch + 1}: label_acc {row['label_acc']:.4f}")
 
-        best = train(data_dir, cfg, folds=[0], run_dir=run_dir, on_epoch=on_epoch)
+        best = train(job.data_dir, cfg, folds=[0], run_dir=run_dir, on_epoch=on_epoch)
         return float(best[0]["label_acc"])
 
-    if not study.trials:  # trial 0: the preset's own values, the baseline every trial is read against
-        baseline = preset_point(base, space)
-        if baseline:
-            study.enqueue_trial(baseline)
-    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-    remaining = max(0, trials - done)
-    t0 = time.perf_counter()
-    if remaining:
-        log.info("tune: %d trial(s) done, running up to %d more within %.0f min", done, remaining, budget_minutes)
-        study.optimize(objective, n_trials=remaining, timeout=budget_minutes * 60, catch=(ConfigError,))
-    log.info("tune: %.0fs", time.perf_counter() - t0)
-    return _write_outputs(study, out, preset, overrides)
+    return objective
 
 
 def preset_point(cfg, space: dict) -> dict:
