@@ -54,13 +54,14 @@ def mean_maps(models: Sequence[tuple], images: np.ndarray, device="cpu") -> np.n
     return None if acc is None else acc / len(models)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.9) -> np.ndarray:
     """(H, W) uint8 grey image + (h, w) heat in [0, 1] -> (H, W, 3) uint8 RGB, heat in HEAT_RGB."""
     import cv2
 
     h, w = image.shape
     a = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    a = np.clip(a, 0.0, 1.0)[..., None] * alpha  # (H, W, 1) opacity of the colour
+    # (H, W, 1) opacity of the colour: p^2 (as the serve page), so the faint background fades
+    a = np.clip(a, 0.0, 1.0)[..., None] ** 2 * alpha
     grey = np.repeat(image[..., None].astype(np.float32) * 0.75, 3, axis=2)  # dimmed: colour shows
     rgb = grey * (1 - a) + np.asarray(HEAT_RGB, np.float32) * a
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
