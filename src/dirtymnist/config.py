@@ -18,7 +18,8 @@ from dirtymnist.errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = frozenset(
-    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile"}
+    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile",
+     "tracking", "tracking_uri"}
 )
 
 
@@ -96,6 +97,8 @@ class TrainConfig:
     keep_last: int = 0  # also keep the K newest epoch checkpoints (epoch{N}.pt); 0 = only last/best
     log_every: int = 20
     tensorboard: bool = False
+    tracking: str = "none"  # none | mlflow (tracking.py: config, per-epoch metrics, checkpoints, report)
+    tracking_uri: str = ""  # MLflow tracking URI; "" = a local store in RUN/../mlruns/
     preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +119,7 @@ _CHOICES = {
     "channels_last": {"auto", "on", "off"},
     "best_metric": {"label_acc", "loss"},
     "folds_method": {"stratified", "kfold"},
+    "tracking": {"none", "mlflow"},
 }
 _STAGE_SOURCES = {"data", "synth", "dense", "glyphs"}
 

@@ -26,6 +26,7 @@ from dirtymnist.errors import DataError
 from dirtymnist.explain import explain_worst
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
 from dirtymnist.runs import RunRecord, find_data_dir, load_run
+from dirtymnist.tracking import log_report
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     page = _render_html(run, data.source, fold_rows, a, oof, uris, heat_note)
     atomic_write_text(out, page)
     log.info("report written: %s", out)
+    log_report(run_dir, [out, *pngs])  # into the run's MLflow run when it was tracked
     return Report(html=out, pngs=pngs, fold_rows=fold_rows, oof=oof)
 
 

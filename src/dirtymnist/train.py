@@ -27,6 +27,7 @@ from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
+from dirtymnist.tracking import chain, start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,18 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         record = {"data_dir": str(Path(data_dir).absolute()),
                   "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    tracker = start_tracking(cfg, run_dir) if dist.is_main() else None  # tracking: mlflow
+    hook = chain(tracker.on_epoch, on_epoch) if tracker else on_epoch
     results = {}
     try:
         for f in folds:
             results[f] = train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f],
                                     run_dir / f"fold{f}", device, force=force, fold=f,
-                                    on_epoch=on_epoch, on_step=on_step)
+                                    on_epoch=hook, on_step=on_step)
     finally:
         dist.barrier()
+        if tracker:
+            tracker.finish(ok=len(results) == len(folds))
     return results
 
 
