@@ -192,10 +192,17 @@ def test_page_and_static_files_are_served(url):
     assert info["data"]["splits"]["train"] == {"images": 16, "labelled": True}
 
 
-def test_cli_serve_bad_run(tmp_path, capsys):
-    assert cli_main(["serve", str(tmp_path / "nope")]) == 2
+def test_cli_serve_errors_are_one_line(served, tmp_path, capsys):
+    assert cli_main(["serve", str(tmp_path / "nope"), "--port", str(_free_port())]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no such run directory" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli_main(["serve", str(served[1]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dirtymnist serve: error: cannot listen on 127.0.0.1:{port} (Address already in use)"
 
 
 # --------------------------------------------------------------------------- browser
@@ -241,8 +248,10 @@ def test_page_in_browser(served, tmp_path):
     cv2.imwrite(str(bad), np.zeros((256, 256, 3), np.uint8))
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", str(run), "--data", str(data),
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the run and its one checkpoint: two columns side by side, the same model
+    server = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", str(run), str(run / "fold0" / "best.pt"),
+                               "--data", str(data), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -266,12 +275,21 @@ def test_page_in_browser(served, tmp_path):
         driver.find_element(By.ID, "files").send_keys(str(png))
         _wait(driver, "return document.querySelectorAll('.card').length == 1 && "
                       "document.getElementById('status').getAttribute('data-pending') == '0'")
-        shown = driver.find_element(By.CSS_SELECTOR, ".card .letters").get_attribute("data-letters")
-        assert shown == expected
+        shown = [e.get_attribute("data-letters") for e in driver.find_elements(By.CSS_SELECTOR, ".card .letters")]
+        assert shown == [expected, expected]
+        # clicking a letter shows its heat map in both columns
+        other = next(c for c in "zyxwvutsrqponmlkjihgfedcba" if c != driver.find_element(
+            By.CSS_SELECTOR, ".card").get_attribute("data-selected"))
+        driver.find_element(By.CSS_SELECTOR, f".col[data-run='1'] .chip[data-j='{ord(other) - 97}']").click()
+        assert driver.find_element(By.CSS_SELECTOR, ".card").get_attribute("data-selected") == other
+        notes = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".heat-note")]
+        assert len(notes) == 2 and all(n.startswith(f"heat map of '{other}'") for n in notes)
+        top = int(ref.probs[list(ref.index).index(index)].argmax())  # back to the brightest map
+        driver.find_element(By.CSS_SELECTOR, f".col[data-run='0'] .chip[data-j='{top}']").click()
         _wait(driver, "return Array.from(document.images).every(i => i.complete)")
         driver.execute_script("pageCheck()")
         check = driver.find_element(By.ID, "pagecheck")
-        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "1", check.text
+        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "2", check.text
         assert check.get_attribute("data-errors") == "0", check.text
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe

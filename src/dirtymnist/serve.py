@@ -310,13 +310,24 @@ def build_app(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | N
 def serve(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | None = None, *,
           host: str = "127.0.0.1", port: int = 7860, tta: str = "none", device: str | None = None) -> None:
     """Run the page until interrupted (Ctrl-C). Binds to 127.0.0.1 unless `host` says otherwise."""
+    import socket
+
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("serve needs starlette and uvicorn: pip install 'dirtymnist[serve]'") from None
-    app = build_app(runs, data_dir, tta=tta, device=device)
-    log.info("serving %d run(s) on http://%s:%d (Ctrl-C stops)", len(runs), host, port)
+    # bind first: a busy port is a one-line error before any model loads
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    try:
+        app = build_app(runs, data_dir, tta=tta, device=device)
+        log.info("serving %d run(s) on http://%s:%d (Ctrl-C stops)", len(runs), host, sock.getsockname()[1])
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()
