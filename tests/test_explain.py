@@ -79,8 +79,31 @@ def test_report_says_why_no_heat_maps(fcn_run, tmp_path):
                               none.astype(np.float32), ["x"], "abcdefghijklmnopqrstuvwxyz")
     assert fig is None and note.startswith("no heat maps:") and "best.pt is missing" in note
 
-    # a plain timm classifier (head timm) has no per-letter maps: said, not faked
-    data2, run2 = _train(tmp_path / "timm", ("model=test_resnet", "head=timm", "image_size=64", "stages=[]",
-                                             "epochs=1", "batch_size=8", "folds_k=2"))
-    page = build_report(run2, data_dir=data2).html.read_text()
-    assert "heatmaps.png" not in page and "no heat maps for this model: head=timm" in page
+
+@pytest.fixture(scope="module")
+def timm_run(tmp_path_factory):
+    """(data, run): a plain timm classifier (head timm: no per-letter maps)."""
+    return _train(tmp_path_factory.mktemp("timm"), ("model=test_resnet", "head=timm", "image_size=64",
+                                                    "stages=[]", "epochs=1", "batch_size=8", "folds_k=2"))
+
+
+def test_grad_cam_for_models_without_class_maps(timm_run, tmp_path, monkeypatch):
+    pytest.importorskip("pytorch_grad_cam", reason="needs grad-cam (the dev extra)")
+    from dirtymnist.heatmaps import grad_cam
+
+    data, run = timm_run
+    model, cfg, _ = load_model(run / "fold0" / "best.pt")
+    img = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    maps = grad_cam(model, cfg, img, [3, 7])
+    assert maps.shape == (2, 64, 64) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert class_maps(model, cfg, img[None]) is None
+
+    page = build_report(run, data_dir=data, out=tmp_path / "r" / "report.html").html.read_text()
+    assert 'alt="heat maps of wrong letters"' in page and "Grad-CAM (pytorch-grad-cam)" in page
+
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # as if it were not installed
+    page = build_report(run, data_dir=data, out=tmp_path / "r2" / "report.html").html.read_text()
+    assert 'alt="heat maps of wrong letters"' not in page
+    assert "no heat maps for this model: head=timm has no per-letter class maps" in page

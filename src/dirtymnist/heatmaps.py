@@ -2,7 +2,8 @@
 
 The head's 1x1 conv gives one map per letter before the spatial pool (models.ClassMapHead); a
 map's sigmoid is "letter here" per cell at stride 8 of the net input. Models with `head: timm`
-pool inside the backbone and have no such maps: they get None and the callers say so.
+pool inside the backbone and have no such maps: they get None; the report then uses Grad-CAM
+(`grad_cam`, pytorch-grad-cam) and the serve page says that there is no heat map.
 Used by the `serve` page, the report's gallery and the quickstart notebook.
 """
 
@@ -65,3 +66,25 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.9) -> np.ndarr
     grey = np.repeat(image[..., None].astype(np.float32) * 0.75, 3, axis=2)  # dimmed: colour shows
     rgb = grey * (1 - a) + np.asarray(HEAT_RGB, np.float32) * a
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def grad_cam(model, cfg, image: np.ndarray, classes: Sequence[int],
+             device: torch.device | str = "cpu") -> np.ndarray:
+    """(len(classes), S, S) float32 Grad-CAM maps (pytorch-grad-cam) of one uint8 image (256, 256)
+    for a model without class maps: gradients of each class's logit at the backbone's last
+    feature stage (timm's `feature_info`). Each map is scaled to [0, 1] on its own: where, not
+    how sure. Raises ImportError without the `grad-cam` package."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from dirtymnist.engine import to_input
+
+    if not len(classes):
+        return np.zeros((0, cfg.image_size, cfg.image_size), np.float32)
+    layer = model.trunk.get_submodule(model.trunk.feature_info[-1]["module"])
+    x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None], cfg, torch.device(device), None, "none")
+    x = x.expand(len(classes), -1, -1, -1).contiguous()  # one copy per class: one target each
+    model.eval()
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(j)) for j in classes])
+    return np.asarray(maps, np.float32)  # (len(classes), S, S)

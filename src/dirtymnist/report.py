@@ -325,10 +325,10 @@ def _render_html(run: RunRecord, data_dir: Path, fold_rows: list[dict], a: dict,
                    f"{img('gallery', 'gallery of the worst validation images')}"
                    f"<h3>Where the model looked</h3>")
         if "heatmaps" in uris:
-            gallery += (f"<p>The first {HEAT_IMAGES} of them, with the heat map (its fold's class map) "
-                        f"of each <span class='missed'>missed</span> and "
-                        f"<span class='halluc'>hallucinated</span> letter: bright = where the "
-                        f"model saw that letter.</p>{img('heatmaps', 'heat maps of wrong letters')}")
+            gallery += (f"<p>The first {HEAT_IMAGES} of them, with the heat map of each "
+                        f"<span class='missed'>missed</span> and <span class='halluc'>hallucinated</span> "
+                        f"letter: bright = where the model saw that letter ({html.escape(heat_note)}).</p>"
+                        f"{img('heatmaps', 'heat maps of wrong letters')}")
         else:
             gallery += f"<p class='muted' id='noheat'>{html.escape(heat_note)}</p>"
     return f"""<!DOCTYPE html>
