@@ -18,9 +18,9 @@ from dirtymnist.errors import ConfigError
 
 # Keys that may change between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = frozenset(
-    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile",
-     "tracking", "tracking_uri"}
+    {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile"}
 )
+RESUME_SAFE_KEYS |= {"tracking", "tracking_uri"}  # where metrics are logged, not what they are
 
 
 @dataclass

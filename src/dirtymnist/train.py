@@ -27,7 +27,6 @@ from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
-from dirtymnist.tracking import chain, start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +188,8 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         record = {"data_dir": str(Path(data_dir).absolute()),
                   "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    from dirtymnist.tracking import chain, start_tracking
+
     tracker = start_tracking(cfg, run_dir) if dist.is_main() else None  # tracking: mlflow
     hook = chain(tracker.on_epoch, on_epoch) if tracker else on_epoch
     results = {}
