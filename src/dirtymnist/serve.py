@@ -23,6 +23,7 @@ import numpy as np
 
 from dirtymnist import layout
 from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ServedRun:
 
     name: str
     members: list[Path]
-    thresholds: object  # thresholds.Thresholds
+    thresholds: Thresholds
 
 
 class Inference:
