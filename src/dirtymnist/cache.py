@@ -265,7 +265,7 @@ def _save_small(path: Path, array: np.ndarray) -> None:
 
 def _decode_all(target: Path, files: SplitFiles, workers: int) -> list[str]:
     """Decode `files` into rows of the .npy memmap at `target`; return names of colour images."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in notebooks, a text bar elsewhere
 
     # Small enough chunks that every worker gets several (load balance), at most _CHUNK.
     size = max(1, min(_CHUNK, -(-len(files) // (4 * max(workers, 1)))))

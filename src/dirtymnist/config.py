@@ -21,6 +21,7 @@ RESUME_SAFE_KEYS = frozenset(
     {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "compile",
      "grad_checkpointing", "pretrained_record"}
 )
+RESUME_SAFE_KEYS |= {"tracking", "tracking_uri"}  # where metrics are logged, not what they are
 
 
 @dataclass
@@ -102,6 +103,8 @@ class TrainConfig:
     keep_last: int = 0  # also keep the K newest epoch checkpoints (epoch{N}.pt); 0 = only last/best
     log_every: int = 20
     tensorboard: bool = False
+    tracking: str = "none"  # none | mlflow (tracking.py: config, per-epoch metrics, checkpoints, report)
+    tracking_uri: str = ""  # MLflow tracking URI; "" = a local store in RUN/../mlruns/
     preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +125,7 @@ _CHOICES = {
     "channels_last": {"auto", "on", "off"},
     "best_metric": {"label_acc", "loss"},
     "folds_method": {"stratified", "kfold"},
+    "tracking": {"none", "mlflow"},
 }
 _STAGE_SOURCES = {"data", "synth", "dense", "glyphs"}
 

@@ -278,6 +278,11 @@ def decode_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: image not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_bytes(data, path)
+
+
+def decode_bytes(data: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """`decode_image` of bytes already read (1-D uint8, e.g. an upload); `path` names them in errors."""
     if data.size == 0:
         raise DataError(f"{path}: empty file, not an image")
     try:

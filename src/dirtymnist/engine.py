@@ -228,13 +228,14 @@ class _progress:
     def __init__(self, total: int, start: int, desc: str, every: int = 0):
         self.total, self.desc = total, desc
         self.enabled = dist.is_main()
-        self.tty = sys.stderr.isatty()
+        # a terminal, or a Jupyter kernel (tqdm.auto draws a notebook bar there)
+        self.tty = sys.stderr.isatty() or "ipykernel" in sys.modules
         self.every = every or max(1, total // 5)
         self.bar = None
         self.t0 = time.perf_counter()
         self.start = start
         if self.enabled and self.tty:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
 

@@ -107,8 +107,12 @@ def predict_images(members: Sequence[Sequence[Path]], images, rows: np.ndarray, 
                    tta: str = "none", engine: str = "torch", average: str = "prob",
                    weights: Sequence[float] | None = None, batch_size: int = 64,
                    device: torch.device | None = None,
-                   letters: Sequence[str] = layout.LETTERS) -> np.ndarray:
-    """Ensemble probabilities (len(rows), 26) float32: runs = groups of member models."""
+                   letters: Sequence[str] = layout.LETTERS, load=None) -> np.ndarray:
+    """Ensemble probabilities (len(rows), 26) float32: runs = groups of member models.
+
+    `images` is the cache's memmap or any (N, 256, 256) uint8 array; `load(path, engine,
+    device)` replaces `load_member` (the `serve` page keeps its models loaded)."""
+    load = load or load_member
     views = tta_views(tta)
     device = device or choose_device(engine)
     per_run = []
@@ -116,7 +120,7 @@ def predict_images(members: Sequence[Sequence[Path]], images, rows: np.ndarray, 
     for group in members:
         acc = None
         for path in group:
-            model, cfg, model_letters = load_member(path, engine, device)
+            model, cfg, model_letters = load(path, engine, device)
             if list(model_letters) != list(letters):
                 against = f"{first}'s" if first else "the data's"
                 raise ConfigError(f"{path}: class list {''.join(model_letters)} differs from {against} "
@@ -339,9 +343,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _progress(loader, desc: str):
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
-    # a bar on a terminal only (disable=None), so logs and tests stay clean
+    # a notebook widget or a terminal bar only (disable=None), so logs and tests stay clean
     return tqdm(loader, desc=desc, unit="batch", leave=False, disable=None, dynamic_ncols=True)
 
 

@@ -23,11 +23,14 @@ import numpy as np
 from dirtymnist import layout
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import DataError
+from dirtymnist.explain import explain_worst
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
 from dirtymnist.runs import RunRecord, find_data_dir, load_run
+from dirtymnist.tracking import log_report
 
 log = logging.getLogger(__name__)
 
+HEAT_IMAGES = 6  # worst images whose wrong letters get heat maps
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)  # (97,) global thresholds tried
 _CONFIG_SHOWN = ("preset", "model", "pretrained_record", "image_size", "head", "loss", "augment", "epochs",
                  "batch_size", "lr", "optimizer", "scheduler", "ema", "folds_k", "subset")
@@ -198,10 +201,16 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
             a["grid"], a["curve"], a["label_acc"] if file_thresholds is not None else None),
     }
     worst = np.lexsort((-a["badness"], -a["errors"]))[:gallery]  # most errors first
+    heat_note = ""
     if len(worst):
         titles = [f"#{int(index[i])} fold {int(fold_of[i])}: {int(a['errors'][i])} wrong" for i in worst]
         figs["gallery"] = plots.plot_gallery(data.images(index[worst]), true[worst],
                                              a["pred"][worst], letters, titles)
+        top = worst[:HEAT_IMAGES]  # where the model looked, on the worst few (explain.py)
+        fig, heat_note = explain_worst(run_dir, data.images(index[top]), fold_of[top], true[top],
+                                       a["pred"][top], probs[top], titles[:len(top)], letters)
+        if fig is not None:
+            figs["heatmaps"] = fig
     uris, pngs = {}, []
     for name, fig in figs.items():
         path = png_dir / f"{name}.png"
@@ -213,9 +222,10 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
            "label_acc": a["label_acc"], "exact_match": a["exact_match"],
            "label_acc_05": float(a["curve"][int(np.argmin(np.abs(a["grid"] - 0.5)))]),
            "best_threshold": float(a["grid"][best]), "best_threshold_acc": float(a["curve"][best])}
-    page = _render_html(run, data.source, fold_rows, a, oof, uris)
+    page = _render_html(run, data.source, fold_rows, a, oof, uris, heat_note)
     atomic_write_text(out, page)
     log.info("report written: %s", out)
+    log_report(run_dir, [out, *pngs])  # into the run's MLflow run when it was tracked
     return Report(html=out, pngs=pngs, fold_rows=fold_rows, oof=oof)
 
 
@@ -285,7 +295,7 @@ def _cell(v) -> str:
 
 
 def _render_html(run: RunRecord, data_dir: Path, fold_rows: list[dict], a: dict, oof: dict,
-                 uris: dict[str, str]) -> str:
+                 uris: dict[str, str], heat_note: str = "") -> str:
     letters = layout.LETTERS
     name = html.escape(run.name)
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -312,7 +322,15 @@ def _render_html(run: RunRecord, data_dir: Path, fold_rows: list[dict], a: dict,
         gallery = (f"<h2>Worst validation images</h2><p>Most wrong letters first. Under each image: "
                    f"<b>true</b> letters (<span class='missed'>missed</span> in red) and "
                    f"<b>pred</b>icted letters (<span class='halluc'>hallucinated</span> in blue).</p>"
-                   f"{img('gallery', 'gallery of the worst validation images')}")
+                   f"{img('gallery', 'gallery of the worst validation images')}"
+                   f"<h3>Where the model looked</h3>")
+        if "heatmaps" in uris:
+            gallery += (f"<p>The first {HEAT_IMAGES} of them, with the heat map of each "
+                        f"<span class='missed'>missed</span> and <span class='halluc'>hallucinated</span> "
+                        f"letter: bright = where the model saw that letter ({html.escape(heat_note)}).</p>"
+                        f"{img('heatmaps', 'heat maps of wrong letters')}")
+        else:
+            gallery += f"<p class='muted' id='noheat'>{html.escape(heat_note)}</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">

@@ -31,7 +31,8 @@ RESULT_COLUMNS = ("folds", "label_acc", "label_acc_std", "epochs_done", "time_s"
 # Sorted high-to-low by default (the others low-to-high).
 _DESCENDING = {"label_acc", "samples_per_s", "folds", "epochs_done"}
 # Keys that say nothing about the experiment itself.
-_IGNORED_KEYS = {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "preset"}
+_IGNORED_KEYS = {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "preset",
+                 "tracking", "tracking_uri"}
 
 
 @dataclass

@@ -254,7 +254,7 @@ def write_dataset(
         for chunk in _chunks(indices, workers)
     ]
     labels = np.zeros((n_train + n_test, len(layout.LETTERS)), np.uint8)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in notebooks, a text bar elsewhere
 
     with tqdm(total=len(labels), unit="img", desc="synth", disable=not progress) as bar:
         for start, chunk_labels in _run(jobs, workers):

@@ -199,10 +199,15 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
                   "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None,
                   "weights": cfg.pretrained_record}
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    from dirtymnist.tracking import chain, start_tracking
+
+    tracker = start_tracking(cfg, run_dir) if dist.is_main() else None  # tracking: mlflow
+    hook = chain(tracker.on_epoch, on_epoch) if tracker else on_epoch
+    results: dict[int, dict] = {}
 
     def train_one(f: int) -> dict:
         return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
-                          device, force=force, fold=f, on_epoch=on_epoch, on_step=on_step)
+                          device, force=force, fold=f, on_epoch=hook, on_step=on_step)
 
     try:
         if dist.world_size() > 1:  # a torchrun group trains its folds together, in order
@@ -213,6 +218,8 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
             claims.gather_oof(run_dir, folds)
     finally:
         dist.barrier()
+        if tracker:
+            tracker.finish(ok=len(results) == len(folds))
     return results
 
 
