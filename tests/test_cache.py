@@ -36,7 +36,7 @@ def test_build_and_open(paths):
     assert len(open_split(paths.root, "test")) == 4
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     assert manifest["splits"]["train"]["files"][3] == "00003.png"
-    assert manifest["csv"]["train_csv"]["name"] == layout.TRAIN_CSV
+    assert manifest["splits"]["train"]["csv"]["csv"]["name"] == layout.TRAIN_CSV
 
 
 def test_without_test_answer_has_no_test_labels(paths, tmp_path):

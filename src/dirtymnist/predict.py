@@ -157,7 +157,7 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
     thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
 
     paths = DataPaths.from_root(data_dir)
-    data = open_split(build_cache(paths, cache_dir=cache_dir), split)
+    data = open_split(build_cache(paths, cache_dir=cache_dir, splits=(split,)), split)
     device = torch.device(device) if device is not None else choose_device(engine)
     n_models = sum(map(len, members))
     log.info("predicting %d %s images with %d model(s), TTA %s (%d views), %s, on %s",
@@ -255,7 +255,7 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
     checkpoints = resolve_run(run) if run.is_dir() else []
     if not checkpoints:
         raise ConfigError(f"{run}: evaluate-tta needs a run directory with fold*/best.pt")
-    data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir), "train")
+    data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir, splits=("train",)), "train")
     device = torch.device(device) if device is not None else choose_device()
     view_fns = {v: fn for name in presets for v, fn in TTA_PRESETS[name]}
     logits = {v: [] for v in view_fns}
