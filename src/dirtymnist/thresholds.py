@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95
 DECODES = ("threshold", "count")
 THRESHOLDS_JSON = "thresholds.json"
+OOF_SET = "oof.set.json"  # ties a fold's oof.npy and oof_index.npy (see outputs.write_set)
 
 
 @dataclass
@@ -139,8 +140,12 @@ def load_oof(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     folds = sorted(run_dir.glob("fold*/oof.npy"), key=lambda p: _fold_number(p.parent))
     if not folds:
         raise ConfigError(f"{run_dir}: no fold*/oof.npy files (train at least one fold first)")
+    from dirtymnist.outputs import verify_set
+
     probs, index = [], []
     for path in folds:
+        # oof.npy and oof_index.npy of one epoch, not of two (a kill between the two writes)
+        verify_set(path.with_name(OOF_SET), f"run the train of {path.parent.name} again to finish it")
         idx_path = path.with_name("oof_index.npy")
         try:
             p, i = np.load(path, allow_pickle=False), np.load(idx_path, allow_pickle=False)
@@ -205,6 +210,10 @@ def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
 def fit_thresholds(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike | None = None) -> FitReport:
     """Fit a run's thresholds on its OOF rows; write `RUN/thresholds.json` (or `out`)."""
+    if out:
+        from dirtymnist.outputs import check_output_path
+
+        check_output_path(out)
     probs, index = load_oof(run_dir)
     report = fit(probs, oof_targets(data_dir, index))
     report.path = Path(out) if out else Path(run_dir) / THRESHOLDS_JSON

@@ -20,16 +20,18 @@ import torch
 
 from dirtymnist import distributed as dist
 from dirtymnist import runfolder
-from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.atomic import atomic_write_text
 from dirtymnist.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dirtymnist.config import TrainConfig, diff_configs
 from dirtymnist.crops import CROP_CANVAS
 from dirtymnist.errors import ConfigError
 from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.models import check_input_size
+from dirtymnist.outputs import write_set
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
+from dirtymnist.thresholds import OOF_SET
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +134,6 @@ def build_scheduler(cfg: TrainConfig, optimizer, plan: list[EpochPlan], stage: i
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 # --------------------------------------------------------------------------- data
@@ -393,8 +390,10 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 best = checkpoint(epoch + 1, 0, scheduler)
                 best.pop("optimizer")
                 save_checkpoint(best, fold_dir / "best.pt")
-                _save_npy(fold_dir / "oof.npy", probs.astype(np.float32))
-                _save_npy(fold_dir / "oof_index.npy", split.index[val_rows])
+                # the best epoch's OOF pair, committed as one set (outputs.write_set)
+                write_set(fold_dir / OOF_SET, {"oof": (fold_dir / "oof.npy", probs.astype(np.float32)),
+                                               "oof_index": (fold_dir / "oof_index.npy", split.index[val_rows])},
+                          epoch=epoch + 1)
             state["stopped"] = stop
             ck = checkpoint(epoch + 1, 0, scheduler)
             save_checkpoint(ck, last)
