@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dirtymnist.space import space_errors
+from dirtymnist.space import maybe_inject_enospc, space_errors
 
 
 @contextlib.contextmanager
@@ -31,6 +31,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         # a full disk ends in one line naming `path`; the temp file goes, the old file stays
         with space_errors(path):
             yield tmp_path
+            maybe_inject_enospc()
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
         _maybe_inject_kill()

@@ -54,7 +54,10 @@ def write_set(manifest: str | os.PathLike, members: Mapping[str, tuple[Path, np.
     payloads = {role: (Path(p), _encode(data)) for role, (p, data) in members.items()}
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(manifest.with_name(f".{manifest.name}.lock"), what="a writer of this output set"):
-        ensure_free(manifest.parent, sum(len(b) for _, b in payloads.values()), "these outputs")
+        # whole blocks per file, and the manifest: what the filesystem really takes
+        block = os.statvfs(manifest.parent).f_frsize or 4096
+        need = sum(-(-len(b) // block) * block for _, b in payloads.values()) + block
+        ensure_free(manifest.parent, need, "these outputs")
         for path, _ in payloads.values():
             for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed write
                 stale.unlink(missing_ok=True)

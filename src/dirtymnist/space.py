@@ -53,10 +53,27 @@ def ensure_free(path: str | os.PathLike, need_bytes: int, what: str) -> None:
                          "free some space or choose another folder")
 
 
+_writes = 0
+
+
+def maybe_inject_enospc() -> None:
+    """Fault injection for tests where no small filesystem can be mounted:
+    DIRTYMNIST_ENOSPC_AT_WRITE=N makes this process's N-th big write (atomic writes,
+    preallocations) fail as a full disk does."""
+    global _writes
+    target = os.environ.get("DIRTYMNIST_ENOSPC_AT_WRITE")
+    if not target:
+        return
+    _writes += 1
+    if _writes == int(target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def preallocate(path: str | os.PathLike, nbytes: int) -> None:
     """Give the file at `path` all its blocks now, so later writes through a memmap cannot SIGBUS."""
     fd = os.open(path, os.O_RDWR)
     try:
+        maybe_inject_enospc()
         os.posix_fallocate(fd, 0, nbytes)
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
