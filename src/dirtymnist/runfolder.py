@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import yaml
 
-from dirtymnist.atomic import atomic_write_text
+from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.locks import FileLock
@@ -96,7 +97,10 @@ def load_resume_point(fold_dir: str | os.PathLike, fold: int) -> dict:
             ckpt = load_checkpoint(kept)
         except ConfigError:
             continue
-        log.warning("fold %d: %s is %s; resuming from %s instead", fold, last, problem, kept.name)
+        log.warning("fold %d: %s is %s; resuming from %s instead (copied over it)", fold, last,
+                    problem, kept.name)
+        with atomic_path(last) as tmp:
+            shutil.copyfile(kept, tmp)
         return ckpt
     raise ConfigError(f"{last}: {problem}, and no readable epoch*.pt is kept beside it; delete "
                       f"{last} to train fold {fold} again from the start")
