@@ -203,15 +203,15 @@ def cache_ok(cache: Path, data: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- faults
-def disk_full_cache(work: Path, rounds: int, rng: random.Random) -> Row:
+def disk_full_cache(work: Path, rounds: int, rng: random.Random, leaves: list[int] | None = None) -> Row:
     """`cache` onto a filesystem filled to a random level (0 .. 1.3x what the cache needs)."""
     row = Row("disk full while building the cache (`cache --workers 2`)")
     data = make_data(work / "data-cache-full")
     need = 56 * 256 * 256 + 8 * 4096
-    for _ in range(rounds):
+    for r in range(rounds):
         with small_fs(work, 4 * MB) as (fs, mounted):
             row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
-            leave = rng.randint(0, int(1.3 * need))
+            leave = leaves[r] if leaves else rng.randint(0, int(1.3 * need))
             if mounted:
                 fill(fs, leave)
             cache = fs / "cache"
@@ -232,10 +232,11 @@ def disk_full_checkpoint(work: Path, rounds: int, rng: random.Random, ref: Path,
     """`train` into a run folder whose filesystem fills at a random point of the run."""
     row = Row("disk full while training (checkpoints, OOF, metrics)")
     for _ in range(rounds):
-        with small_fs(work, 8 * MB) as (fs, mounted):
+        with small_fs(work, 40 * MB) as (fs, mounted):
             row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
             run = fs / "run"
-            leave = rng.randint(0, 3 * MB)
+            # up to ~2.5 checkpoints of this tiny model (6 MB each with optimizer and EMA)
+            leave = rng.randint(0, 15 * MB)
             if mounted:
                 fill(fs, leave)
             rc, err = finish(dm(*train_args(data, run, cache), limit=None if mounted else leave))

@@ -57,7 +57,7 @@ def write_set(manifest: str | os.PathLike, members: Mapping[str, tuple[Path, np.
         # whole blocks per file, and the manifest: what the filesystem really takes
         block = os.statvfs(manifest.parent).f_frsize or 4096
         need = sum(-(-len(b) // block) * block for _, b in payloads.values()) + block
-        ensure_free(manifest.parent, need, "these outputs")
+        ensure_free(manifest.parent, need, "this output set")
         for path, _ in payloads.values():
             for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed write
                 stale.unlink(missing_ok=True)
