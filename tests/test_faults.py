@@ -177,3 +177,20 @@ def test_parallel_folds_on_an_uncached_folder(tmp_path):
 def test_sigkill_during_cache_at_random_moments(tmp_path):
     row = faults.kill_cache(tmp_path, 2, random.Random(1))
     assert row.lost == 0, row.problems
+
+
+def test_predict_needs_only_the_test_split_and_train_names_the_missing_one(lab, tmp_path):
+    import shutil
+
+    from dirtymnist import layout
+
+    work, data, cache, ref = lab
+    new = tmp_path / "new-test-set"  # what a user has for a new test set
+    shutil.copytree(data / layout.TEST_DIR, new / layout.TEST_DIR)
+    shutil.copy(data / layout.SAMPLE_CSV, new / layout.SAMPLE_CSV)
+    result = predict([ref], new, out=tmp_path / "sub.csv")
+    assert len(result.index) == 8 and verify_set(tmp_path / "sub.set.json", "") is not None
+    with pytest.raises(DataError, match=r"the train split is missing \(dirty_mnist_2nd/ and "
+                                        r"dirty_mnist_2nd_answer.csv not found here\)"):
+        train(new, load_config("cpu", faults.TINY), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
