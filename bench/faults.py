@@ -103,6 +103,14 @@ def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     return p.returncode, err
 
 
+def kill_group(p: subprocess.Popen) -> bool:
+    """SIGKILL a command started by `dm` and its children; True when it was still running."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+    return p.returncode == -signal.SIGKILL
+
+
 def train_args(data: Path, run: Path, cache: Path, *extra) -> list:
     args = ["train", data, "--preset", "cpu", "--run-dir", run, "--cache-dir", cache, *extra]
     for item in TINY:
@@ -287,7 +295,7 @@ def two_writers(work: Path, rounds: int, data: Path, cache: Path) -> Row:
     row = Row("two trains into one run folder")
     for r in range(rounds):
         run = work / f"run-two-{r}"
-        long = ("--set", "epochs=300")  # still training while the others start
+        long = ("--set", "epochs=3000")  # still training while the others start (then killed)
         a = dm(*train_args(data, run, cache, *long))
         lock = run / "fold0" / ".lock"
         deadline = time.monotonic() + 120
@@ -297,9 +305,9 @@ def two_writers(work: Path, rounds: int, data: Path, cache: Path) -> Row:
         rc_c, err_c = finish(dm(*train_args(data, run, cache, *long, "--set", "lr=0.5")))
         problems = []
         if a.poll() is not None:
-            problems.append(f"the first train ended too soon (exit {a.returncode}) for this check")
-        os.killpg(a.pid, signal.SIGKILL)
-        a.wait()
+            problems.append(f"the first train ended too soon (exit {a.returncode}: "
+                            f"{a.communicate()[1].strip()[-300:]}) for this check")
+        kill_group(a)
         if rc_b != 2 or f"PID {a.pid}" not in err_b:
             problems.append(f"second writer of fold 0 not refused by PID: exit {rc_b}, {err_b.strip()[-200:]}")
         if rc_c != 2 or "differs in lr" not in err_c:
@@ -348,8 +356,7 @@ def kill_cache(work: Path, rounds: int, rng: random.Random) -> Row:
     for _ in range(rounds):
         p = dm("cache", data, "--workers", 2, "--force")
         time.sleep(rng.uniform(0, span))
-        os.killpg(p.pid, signal.SIGKILL)  # the command and its decoding workers
-        hit = p.wait() == -signal.SIGKILL
+        hit = kill_group(p)  # the command and its decoding workers
         problems = cache_ok(cache, data)
         rc, err = finish(dm("cache", data, "--workers", 2))
         problems += [] if rc == 0 else [f"rebuild failed: {err.strip()[-300:]}"]
@@ -365,8 +372,7 @@ def kill_train(work: Path, rounds: int, rng: random.Random, ref: Path, data: Pat
     for _ in range(rounds):
         p = dm(*train_args(data, run, cache))
         time.sleep(rng.uniform(0, span))
-        os.killpg(p.pid, signal.SIGKILL)
-        row.check(loadable_run(run), p.wait() == -signal.SIGKILL)
+        row.check(loadable_run(run), kill_group(p))
     rc, err = finish(dm(*train_args(data, run, cache)))
     final = [] if rc == 0 else [f"resume failed: {err.strip()[-300:]}"]
     if rc == 0:
@@ -390,8 +396,7 @@ def kill_predict(work: Path, rounds: int, rng: random.Random, ref: Path, data: P
     for r in range(rounds):
         p = dm(*base, "--thresholds", f"{0.3 + 0.01 * r:.2f}")
         time.sleep(rng.uniform(0, span))
-        os.killpg(p.pid, signal.SIGKILL)
-        hit = p.wait() == -signal.SIGKILL
+        hit = kill_group(p)
         problems = []
         try:  # ensemble trusts the probabilities only when they match the CSV they came with
             ensemble([out.with_name("sub.probs.npy")], data)
@@ -429,7 +434,14 @@ def campaign(work: Path, rounds: int, seed: int = 0, only: set[str] | None = Non
         "kill-train": lambda: kill_train(work, 2 * rounds, rng, ref, data, cache, train_span),
         "kill-predict": lambda: kill_predict(work, 2 * rounds, rng, ref, data, cache, predict_span),
     }
-    return [job() for name, job in jobs.items() if only is None or name in only]
+    rows = []
+    for name, job in jobs.items():
+        if only is None or name in only:
+            try:
+                rows.append(job())
+            except Exception as exc:  # noqa: BLE001 - a crash of the driver is a finding too
+                rows.append(Row(name, 1, 0, 1, [f"driver crashed: {type(exc).__name__}: {exc}"]))
+    return rows
 
 
 def table(rows: list[Row]) -> str:

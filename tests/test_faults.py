@@ -156,8 +156,7 @@ def test_two_trains_into_one_run_folder(lab, capsys):
         assert "differs in lr" in capsys.readouterr().err
         assert a.poll() is None  # the first one never noticed
     finally:
-        os.killpg(a.pid, signal.SIGKILL)
-        a.wait()
+        faults.kill_group(a)
     assert "lr: 0.5" not in (run / "config.yaml").read_text()
     FileLock(lock).acquire(timeout=0).release()  # its SIGKILLed holder left no stale lock
     assert faults.loadable_run(run) == []

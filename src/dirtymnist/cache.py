@@ -3,11 +3,14 @@
 Layout of the cache folder (default `DATA_DIR/.dirtymnist_cache/`):
     {split}_images.npy  (N, 256, 256) uint8      {split}_index.npy  (N,) int64
     train_labels.npy    (N, 26) uint8            test_labels.npy    only with test_answer.csv
-    manifest.json       written last: its presence is what makes the cache valid
+    manifest.json       one entry per cached split, written last: a split is valid only
+                        while its entry is there (a folder may hold only one split)
+    .build.lock         held by the one process building (the others wait, then reuse)
 
-A build first deletes the manifest, writes every array under a `.partial` name, renames them,
-then writes the manifest atomically; a build killed at any moment leaves no manifest, so
-`open_split` refuses the cache and the next `build_cache` rebuilds it.
+A build first rewrites the manifest without the splits it rebuilds, checks that their arrays
+fit on the disk and reserves their blocks, writes each array under a `.partial` name, renames
+it, then writes the manifest atomically; a build killed at any moment leaves those splits out
+of the manifest, so `open_split` refuses them and the next `build_cache` rebuilds them.
 """
 
 from __future__ import annotations
