@@ -112,10 +112,10 @@ def kill_group(p: subprocess.Popen) -> bool:
 
 
 def train_args(data: Path, run: Path, cache: Path, *extra) -> list:
-    args = ["train", data, "--preset", "cpu", "--run-dir", run, "--cache-dir", cache, *extra]
+    args = ["train", data, "--preset", "cpu", "--run-dir", run, "--cache-dir", cache]
     for item in TINY:
         args += ["--set", item]
-    return args
+    return [*args, *extra]  # after TINY: a later --set wins
 
 
 def clean_exit(rc: int, err: str, where: Path) -> list[str]:

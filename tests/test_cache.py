@@ -264,3 +264,12 @@ def test_a_corrupt_png_is_one_line_without_libpng_noise(paths):
     lines = p.stderr.strip().splitlines()
     assert lines[-1] == f"dirtymnist cache: error: {png}: not a readable image (corrupt or not a PNG)"
     assert not [x for x in lines if "libpng" in x or "WARN" in x or "Traceback" in x], lines
+
+
+def test_files_left_by_a_killed_build_are_removed(paths):
+    cache_dir = build_cache(paths, workers=1)
+    left = [cache_dir / ".manifest.json.abc123.tmp", cache_dir / "train_images.npy.partial"]
+    for p in left:
+        p.write_bytes(b"half")
+    build_cache(paths, workers=1)  # up to date: only the leftovers go
+    assert not any(p.exists() for p in left) and len(open_split(cache_dir, "train")) == 10

@@ -15,6 +15,7 @@ of the manifest, so `open_split` refuses them and the next `build_cache` rebuild
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -85,6 +86,7 @@ def build_cache(
     manifest_path = cache_dir / MANIFEST
     if not force and not _stale_splits(cache_dir, _read_manifest(manifest_path), paths, files, verify):
         log.info("cache up to date: %s", cache_dir)
+        _remove_leftovers(cache_dir)
         return cache_dir
 
     try:
@@ -117,8 +119,7 @@ def build_cache(
         kept = {s: e for s, e in (_usable(old) or {}).get("splits", {}).items() if s not in stale}
         if old is not None:
             _write_manifest(manifest_path, kept)
-        for partial in cache_dir.glob(f"*{_PARTIAL}"):
-            partial.unlink()
+        _remove_leftovers(cache_dir, lock)
         workers = _default_workers() if workers is None else workers
         for split in stale:
             entry = _describe_split(paths, files[split])
@@ -129,6 +130,21 @@ def build_cache(
         _write_manifest(manifest_path, kept)
     log.info("cache written: %s (%s)", cache_dir, ", ".join(f"{s} {len(files[s])}" for s in stale))
     return cache_dir
+
+
+def _remove_leftovers(cache_dir: Path, lock: FileLock | None = None) -> None:
+    """Delete the partial and temp files of a build that was killed -- only while no build runs."""
+    leftovers = [*cache_dir.glob(f"*{_PARTIAL}"), *cache_dir.glob(".*.tmp")]
+    if not leftovers:
+        return
+    with contextlib.ExitStack() as stack:
+        if lock is None:
+            try:
+                stack.enter_context(FileLock(cache_dir / _LOCK, what="a cache build"))
+            except LockHeld:
+                return  # a build is running: these may be its files
+        for path in leftovers:
+            path.unlink(missing_ok=True)
 
 
 def present_splits(paths: DataPaths) -> tuple[str, ...]:

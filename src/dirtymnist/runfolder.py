@@ -73,6 +73,8 @@ def record_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.
     run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(run_dir / ".lock", what="a train recording its run").acquire(timeout=RUN_LOCK_WAIT_S):
         record = check_run(run_dir, cfg, data_dir, force=force)
+        for stale in [*run_dir.glob(".config.yaml.*.tmp"), *run_dir.glob(".run.json.*.tmp")]:
+            stale.unlink()  # left by a train killed while recording
         record["cache_dir"] = str(Path(cache_dir).absolute()) if cache_dir else None
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         # where the data lives, so later commands (thresholds, report, package) need only RUN
