@@ -63,6 +63,10 @@ def test_another_data_folder_is_refused_naming_both_then_recorded_with_force(run
     assert cli_main(train_argv(other, run, TINY, "--force")) == 0
     now = json.loads((run / "run.json").read_text())
     assert now["data_dir"] == str(other.absolute()) and now["previous_data_dirs"] == [str(data.absolute())]
+    # the finished fold was not retrained: its OOF rows must not be fitted against other labels
+    assert cli_main(["thresholds", str(run)]) == 2
+    assert "labels this fold's out-of-fold rows differently" in capsys.readouterr().err
+    assert cli_main(["thresholds", str(run), "--data", str(data)]) == 0
 
 
 def test_a_second_writer_of_a_fold_is_refused_with_the_holders_pid(run_copy, capsys):

@@ -207,6 +207,30 @@ def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
     return align_to(table.index, table.labels, index)
 
 
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of (N, 26) 0/1 labels as uint8: ties a fold's OOF rows to the labels it saw."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def check_oof_labels(run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> None:
+    """Refuse a data folder whose labels for a fold's OOF rows are not those it was trained on."""
+    import json
+
+    for manifest in sorted(Path(run_dir).glob(f"fold*/{OOF_SET}")):
+        try:
+            digest = json.loads(manifest.read_text(encoding="utf-8")).get("labels_sha256")
+        except (OSError, ValueError):
+            continue  # load_oof names an unreadable manifest
+        if not digest:
+            continue
+        index = np.load(manifest.with_name("oof_index.npy"), allow_pickle=False)
+        if labels_digest(oof_targets(data_dir, index)) != digest:
+            raise DataError(f"{manifest}: {data_dir} labels this fold's out-of-fold rows differently "
+                            "from the data it was trained on; pass the run's own --data, or retrain the fold")
+
+
 def fit_thresholds(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike | None = None) -> FitReport:
     """Fit a run's thresholds on its OOF rows; write `RUN/thresholds.json` (or `out`)."""
@@ -215,6 +239,7 @@ def fit_thresholds(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
         check_output_path(out)
     probs, index = load_oof(run_dir)
+    check_oof_labels(run_dir, data_dir)
     report = fit(probs, oof_targets(data_dir, index))
     report.path = Path(out) if out else Path(run_dir) / THRESHOLDS_JSON
     save_thresholds(report.path, report)
@@ -275,6 +300,8 @@ def parse_thresholds(spec: str | float | Thresholds, runs: Sequence[str | os.Pat
         if data_dir is None:
             raise ConfigError("--thresholds fit needs the data folder (its training labels)")
         probs, index = ensemble_oof(run_dirs, weights, average)
+        for r in run_dirs:
+            check_oof_labels(r, data_dir)
         report = fit(probs, oof_targets(data_dir, index))
         log.info("thresholds fitted on %d OOF rows: label_acc %.4f at 0.5 -> %.4f (%s decoding)",
                  report.rows, report.acc_at_half, report.acc_chosen, report.thresholds.decode)

@@ -31,7 +31,7 @@ from dirtymnist.outputs import write_set
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
-from dirtymnist.thresholds import OOF_SET
+from dirtymnist.thresholds import OOF_SET, labels_digest
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 # the best epoch's OOF pair, committed as one set (outputs.write_set)
                 write_set(fold_dir / OOF_SET, {"oof": (fold_dir / "oof.npy", probs.astype(np.float32)),
                                                "oof_index": (fold_dir / "oof_index.npy", split.index[val_rows])},
-                          epoch=epoch + 1)
+                          epoch=epoch + 1, labels_sha256=labels_digest(val_targets))
             state["stopped"] = stop
             ck = checkpoint(epoch + 1, 0, scheduler)
             save_checkpoint(ck, last)
