@@ -85,10 +85,9 @@ def make_sparse_cache(cache_dir: Path, n_train: int = 50_000, n_test: int = 5_00
     """A valid-looking cache of the full competition size without decoding anything."""
     cache_dir.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    manifest = {"format_version": FORMAT_VERSION, "letters": list(layout.LETTERS), "csv": {
-        "train_csv": {"name": layout.TRAIN_CSV, "size": 2_700_000, "mtime_ns": 1},
-        "sample_csv": {"name": layout.SAMPLE_CSV, "size": 270_000, "mtime_ns": 1},
-        "test_answer_csv": None}, "splits": {}, "arrays": {}}
+    manifest = {"format_version": FORMAT_VERSION, "letters": list(layout.LETTERS), "splits": {}}
+    csvs = {"train": {"name": layout.TRAIN_CSV, "size": 2_700_000, "mtime_ns": 1, "sha256": ""},
+            "test": {"name": layout.SAMPLE_CSV, "size": 270_000, "mtime_ns": 1, "sha256": ""}}
     for split, start, n in (("train", 0, n_train), ("test", 50_000, n_test)):
         index = np.arange(start, start + n, dtype=np.int64)
         images = np.lib.format.open_memmap(cache_dir / f"{split}_images.npy", mode="w+",
@@ -99,9 +98,8 @@ def make_sparse_cache(cache_dir: Path, n_train: int = 50_000, n_test: int = 5_00
         if split == "train":
             np.save(cache_dir / "train_labels.npy", (rng.random((n, 26)) < 0.46).astype(np.uint8))
             names["labels"] = "train_labels.npy"
-        manifest["arrays"][split] = names
         manifest["splits"][split] = {
-            "folder": f"/data/{split}", "count": n,
+            "folder": f"/data/{split}", "count": n, "csv": {"csv": csvs[split]}, "arrays": names,
             "files": [layout.png_name(i) for i in index],
             "sizes": rng.integers(60_000, 70_000, n).tolist(),
             "mtime_ns": (1_600_000_000_000_000_000 + rng.integers(0, 10**12, n)).tolist()}

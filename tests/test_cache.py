@@ -36,7 +36,7 @@ def test_build_and_open(paths):
     assert len(open_split(paths.root, "test")) == 4
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     assert manifest["splits"]["train"]["files"][3] == "00003.png"
-    assert manifest["csv"]["train_csv"]["name"] == layout.TRAIN_CSV
+    assert manifest["splits"]["train"]["csv"]["csv"]["name"] == layout.TRAIN_CSV
 
 
 def test_without_test_answer_has_no_test_labels(paths, tmp_path):
@@ -145,3 +145,131 @@ def test_damaged_array_is_refused(paths):
     np.save(cache_dir / "train_index.npy", np.arange(3))
     with pytest.raises(DataError, match="do not match manifest.json"):
         open_split(cache_dir, "train")
+
+
+# --- faults: partial folders, space, parallel builders, content hashes ---------------------
+
+
+def test_a_folder_with_one_split_caches_only_that_split(tmp_path, make_dataset):
+    import shutil
+
+    root = make_dataset(tmp_path / "data", n_train=6, n_test=3)
+    shutil.rmtree(root / layout.TEST_DIR)
+    (root / layout.SAMPLE_CSV).unlink()
+    (root / layout.TEST_ANSWER_CSV).unlink()
+    paths = DataPaths.from_root(root)
+    assert cache.present_splits(paths) == ("train",)
+    cache_dir = build_cache(paths, workers=1)
+    assert len(open_split(cache_dir, "train")) == 6
+    with pytest.raises(DataError, match="no test split in manifest.json"):
+        open_split(cache_dir, "test")
+    with pytest.raises(DataError, match=r"the test split is missing \(test_dirty_mnist_2nd/ and "
+                                        r"sample_submission.csv not found here\)"):
+        build_cache(paths, splits=("test",), workers=1)
+
+
+def test_test_images_and_sample_submission_are_enough_to_predict(tmp_path, make_dataset):
+    import shutil
+
+    root = make_dataset(tmp_path / "data", n_train=6, n_test=3)
+    shutil.rmtree(root / layout.TRAIN_DIR)
+    (root / layout.TRAIN_CSV).unlink()
+    cache_dir = build_cache(DataPaths.from_root(root), splits=("test",), workers=1)
+    assert open_split(cache_dir, "test").index.tolist() == [50000, 50001, 50002]
+    # the train split, added later, is cached beside it; the test split is reused as is
+    stamp = (cache_dir / "test_images.npy").stat().st_mtime_ns
+    make_dataset(tmp_path / "full", n_train=6, n_test=3)
+    shutil.copytree(tmp_path / "full" / layout.TRAIN_DIR, root / layout.TRAIN_DIR)
+    shutil.copy(tmp_path / "full" / layout.TRAIN_CSV, root / layout.TRAIN_CSV)
+    build_cache(DataPaths.from_root(root), workers=1)
+    assert len(open_split(cache_dir, "train")) == 6
+    assert (cache_dir / "test_images.npy").stat().st_mtime_ns == stamp
+
+
+def test_not_enough_space_is_refused_before_the_old_cache_is_touched(paths, monkeypatch):
+    from dirtymnist import space
+
+    cache_dir = build_cache(paths, workers=1)
+    manifest = (cache_dir / "manifest.json").read_bytes()
+    monkeypatch.setattr(space, "free_bytes", lambda path: 100_000)
+    with pytest.raises(space.SpaceError) as e:
+        build_cache(paths, workers=1, force=True)
+    import re
+
+    need = re.match(rf"{re.escape(str(cache_dir))}: the cache needs ([\d.]+) kB, 100.0 kB free there",
+                    str(e.value))
+    assert need and float(need.group(1)) * 1000 >= 14 * 256 * 256  # 14 images' pixels at least
+    assert (cache_dir / "manifest.json").read_bytes() == manifest
+    assert len(open_split(cache_dir, "train")) == 10
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_disk_that_fills_during_the_build_is_one_line_and_no_partial(paths, monkeypatch, workers):
+    from dirtymnist import space
+
+    monkeypatch.setenv("DIRTYMNIST_ENOSPC_AT_WRITE", "3")  # index, labels, then the image array
+    monkeypatch.setattr(space, "_writes", 0)
+    with pytest.raises(space.SpaceError) as e:
+        build_cache(paths, workers=workers)
+    cache_dir = paths.root / ".dirtymnist_cache"
+    assert str(e.value).startswith(f"{cache_dir / 'train_images.npy.partial'}: the cache failed: "
+                                   "No space left on device")
+    assert not list(cache_dir.glob("*.partial")) and not (cache_dir / "manifest.json").exists()
+
+
+def test_two_builders_at_once_build_once(paths):
+    import subprocess
+    import sys
+
+    code = ("import sys, logging; logging.basicConfig(level=logging.INFO);"
+            "from dirtymnist.dataset import DataPaths; from dirtymnist.cache import build_cache;"
+            "build_cache(DataPaths.from_root(sys.argv[1]), workers=1)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(paths.root)], stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert sum("cache written" in log for log in logs) == 1  # the other waited, then reused it
+    assert len(open_split(paths, "train")) == 10
+
+
+def test_verify_sees_a_change_that_keeps_size_and_mtime(paths, caplog):
+    cache_dir = build_cache(paths, workers=1, verify=True)
+    png = paths.train_dir / "00001.png"
+    st = png.stat()
+    other = (paths.train_dir / "00002.png").read_bytes()
+    png.write_bytes(other[:st.st_size].ljust(st.st_size, b"\0") if len(other) >= st.st_size else
+                    other + b"\0" * (st.st_size - len(other)))
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))
+    caplog.set_level(logging.INFO, logger="dirtymnist.cache")
+    build_cache(paths, workers=1)
+    assert "cache up to date" in caplog.text  # sizes and times alone cannot see it
+    caplog.clear()
+    build_cache(paths, workers=1, verify=True)
+    assert "train: 1 images changed in content (00001.png)" in caplog.text
+    assert np.array_equal(open_split(cache_dir, "train").images[1], read_image(png))
+    assert not np.array_equal(read_image(png), read_image(paths.train_dir / "00000.png"))
+
+
+def test_a_corrupt_png_is_one_line_without_libpng_noise(paths):
+    import subprocess
+    import sys
+
+    png = paths.train_dir / "00003.png"
+    data = bytearray(png.read_bytes())
+    data[40:60] = b"\0" * 20
+    png.write_bytes(bytes(data))
+    p = subprocess.run([sys.executable, "-m", "dirtymnist", "cache", str(paths.root), "--workers", "1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1] == f"dirtymnist cache: error: {png}: not a readable image (corrupt or not a PNG)"
+    assert not [x for x in lines if "libpng" in x or "WARN" in x or "Traceback" in x], lines
+
+
+def test_files_left_by_a_killed_build_are_removed(paths):
+    cache_dir = build_cache(paths, workers=1)
+    left = [cache_dir / ".manifest.json.abc123.tmp", cache_dir / "train_images.npy.partial"]
+    for p in left:
+        p.write_bytes(b"half")
+    build_cache(paths, workers=1)  # up to date: only the leftovers go
+    assert not any(p.exists() for p in left) and len(open_split(cache_dir, "train")) == 10

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dirtymnist.space import maybe_inject_enospc, space_errors
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -26,9 +28,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        # a full disk ends in one line naming `path`; the temp file goes, the old file stays
+        with space_errors(path):
+            yield tmp_path
+            maybe_inject_enospc()
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         _maybe_inject_kill()
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)

@@ -14,9 +14,13 @@ import torch
 
 from dirtymnist.atomic import atomic_path
 from dirtymnist.errors import ConfigError
+from dirtymnist.space import ensure_free
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    if path.is_file():  # the new file is about as big as the one it replaces, and both coexist
+        ensure_free(path.parent, path.stat().st_size, "the checkpoint")
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

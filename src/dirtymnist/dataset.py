@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -124,6 +125,7 @@ class SplitFiles:
 
     split: str
     folder: Path
+    csv: Path  # the CSV that lists the split: the answer CSV, or the sample submission
     index: np.ndarray  # (N,) int64, the CSV's row order
     paths: tuple[Path, ...]
     labels: np.ndarray | None  # (N, 26) uint8; None for a test split without test_answer.csv
@@ -220,14 +222,12 @@ def list_split(paths: DataPaths, split: str) -> SplitFiles:
     Train indices come from the answer CSV, test indices (and their order) from the sample
     submission; test labels come from test_answer.csv when it exists (synthetic data).
     """
-    if split == "train":
-        folder, table = paths.train_dir, read_label_csv(paths.train_csv)
-        labels = table.labels
-    elif split == "test":
-        folder, table = paths.test_dir, read_label_csv(paths.sample_csv)
-        labels = _test_labels(paths, table.index)
-    else:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folder, csv_path = split_sources(paths, split)
+    if not folder.exists() and not csv_path.exists():
+        raise DataError(f"{paths.root}: the {split} split is missing ({folder.name}/ and "
+                        f"{csv_path.name} not found here); this command needs it")
+    table = read_label_csv(csv_path)
+    labels = table.labels if split == "train" else _test_labels(paths, table.index)
     if not folder.is_dir():
         raise DataError(f"{folder}: {split} image folder not found")
 
@@ -241,13 +241,22 @@ def list_split(paths: DataPaths, split: str) -> SplitFiles:
     if extra:
         raise DataError(f"{folder}: {len(extra)} PNGs have no row in "
                         f"{_csv_of(paths, split).name}: {_name_some(extra)}")
-    return SplitFiles(split=split, folder=folder, index=table.index,
+    return SplitFiles(split=split, folder=folder, csv=csv_path, index=table.index,
                       paths=tuple(folder / n for n in names), labels=labels,
                       letters=table.letters)
 
 
+def split_sources(paths: DataPaths, split: str) -> tuple[Path, Path]:
+    """(image folder, the CSV listing it) of `split`: the answer CSV or the sample submission."""
+    if split == "train":
+        return paths.train_dir, paths.train_csv
+    if split == "test":
+        return paths.test_dir, paths.sample_csv
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
 def _csv_of(paths: DataPaths, split: str) -> Path:
-    return paths.train_csv if split == "train" else paths.sample_csv
+    return split_sources(paths, split)[1]
 
 
 def _test_labels(paths: DataPaths, index: np.ndarray) -> np.ndarray | None:
@@ -286,7 +295,8 @@ def decode_bytes(data: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray,
     if data.size == 0:
         raise DataError(f"{path}: empty file, not an image")
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        with _quiet_stderr():
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
     if img is None:
@@ -307,6 +317,29 @@ def decode_bytes(data: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray,
     else:
         raise DataError(f"{path}: {channels} channels, expected grayscale")
     return np.ascontiguousarray(img), channels
+
+
+_devnull: int | None = None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """libpng and OpenCV print their own complaints about a corrupt PNG on file descriptor 2
+    before imdecode returns None; the one line naming the file is ours, so theirs go nowhere."""
+    global _devnull
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(_devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -59,8 +59,11 @@ class FileLock:
                 time.sleep(poll)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what,
                   "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only unnamed
+            pass
         self._fd = fd
         return self
 

@@ -216,3 +216,25 @@ def load_own(model: LetterNet, path: str | Path) -> None:
         )
     model.load_state_dict(loaded, strict=False)
     log.info("pretrained: loaded %d tensors from %s (%d skipped)", len(loaded), path, len(skipped))
+
+
+def total_stride(cfg) -> int:
+    """How many input pixels one cell of the model's last feature map spans (8 for dm_fcn).
+
+    Measured with one forward pass on the meta device: no memory, no compute, any timm model.
+    """
+    import dataclasses
+
+    probe = 256
+    with torch.device("meta"):
+        model = build_model(dataclasses.replace(cfg, pretrained=""), 1)
+        feats = model.trunk.forward_features(torch.empty(1, cfg.in_chans, probe, probe))
+    return max(1, probe // feats.shape[-1])
+
+
+def check_input_size(cfg) -> None:
+    """Refuse an image_size smaller than the model's total stride (an empty or useless input)."""
+    stride = total_stride(cfg)
+    if cfg.image_size < stride:
+        raise ConfigError(f"image_size={cfg.image_size} is smaller than the total stride {stride} of "
+                          f"model {cfg.model}: nothing would be left to see; use image_size >= {stride}")

@@ -25,6 +25,7 @@ import torch
 
 from dirtymnist import layout
 from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.outputs import check_output_path
 from dirtymnist.thresholds import Thresholds, combine, parse_thresholds
 from dirtymnist.transforms import TTA_PRESETS
 
@@ -156,12 +157,15 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
     if not runs:
         raise ConfigError("give at least one RUN (run directory or checkpoint)")
     _check_choices(tta=tta, engine=engine, average=average, split=split)
+    _check_batch_size(batch_size)
+    if out is not None:
+        check_output_path(out)  # before any compute
     weights = _check_weights(weights, len(runs))
     members = [resolve_run(r, engine) for r in runs]  # fail on a missing model before any work
     thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
 
     paths = DataPaths.from_root(data_dir)
-    data = open_split(build_cache(paths, cache_dir=cache_dir), split)
+    data = open_split(build_cache(paths, cache_dir=cache_dir, splits=(split,)), split)
     device = torch.device(device) if device is not None else choose_device(engine)
     n_models = sum(map(len, members))
     log.info("predicting %d %s images with %d model(s), TTA %s (%d views), %s, on %s",
@@ -194,6 +198,8 @@ def ensemble(prob_files: Sequence[str | os.PathLike], data_dir: str | os.PathLik
     if not prob_files:
         raise ConfigError("give at least one probability file")
     _check_choices(average=average)
+    if out is not None:
+        check_output_path(out)
     weights = _check_weights(weights, len(prob_files))
     thr = parse_thresholds(thresholds, (), data_dir, weights, average)
     paths = DataPaths.from_root(data_dir)
@@ -253,13 +259,14 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
     from dirtymnist.metrics import exact_match, label_accuracy
 
     presets = list(presets or TTA_PRESETS)
+    _check_batch_size(batch_size)
     for name in presets:
         _check_choices(tta=name)
     run = Path(run)
     checkpoints = resolve_run(run) if run.is_dir() else []
     if not checkpoints:
         raise ConfigError(f"{run}: evaluate-tta needs a run directory with fold*/best.pt")
-    data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir), "train")
+    data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir, splits=("train",)), "train")
     device = torch.device(device) if device is not None else choose_device()
     view_fns = {v: fn for name in presets for v, fn in TTA_PRESETS[name]}
     logits = {v: [] for v in view_fns}
@@ -314,11 +321,11 @@ def tta_views(name: str):
 
 
 def _write_outputs(result: PredictResult, out, template_csv: Path) -> None:
-    from dirtymnist.submission import probs_path_for, save_probs, write_submission
+    from dirtymnist.submission import write_submission_set
 
-    # the submission first: it refuses rows that differ from the template, writing nothing
-    result.submission = write_submission(out, result.index, result.pred, template_csv)
-    result.probs_file, _ = save_probs(probs_path_for(out), result.probs, result.index)
+    # one set: probabilities first, the CSV last, then a manifest tying them by hash
+    result.submission, result.probs_file = write_submission_set(out, result.index, result.pred,
+                                                                result.probs, template_csv)
 
 
 def _check_choices(*, tta=None, engine=None, average=None, split=None) -> None:
@@ -326,6 +333,11 @@ def _check_choices(*, tta=None, engine=None, average=None, split=None) -> None:
                                  ("--average", average, AVERAGES), ("--split", split, ("test", "train"))):
         if value is not None and value not in choices:
             raise ConfigError(f"{flag} {value!r}; choose from {', '.join(choices)}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
 
 
 def _check_weights(weights, n: int) -> list[float] | None:

@@ -71,13 +71,43 @@ def write_submission(path: str | os.PathLike, index: np.ndarray, pred01: np.ndar
     Refuses (DataError naming the template) unless the indices are exactly the template's.
     Written atomically: a killed run leaves the old file or the new one, never half of one.
     """
+    path = Path(path)
+    atomic_write_text(path, submission_text(index, pred01, template_csv))
+    return path
+
+
+def submission_text(index: np.ndarray, pred01: np.ndarray, template_csv: str | os.PathLike) -> str:
+    """The CSV text of `pred01` in the template's row order; DataError unless the rows match."""
     template = read_submission(template_csv)
     index = np.asarray(index, dtype=np.int64)
     check_same_rows(index, template, template_csv)
-    pred01 = align_to(index, np.asarray(pred01), template.index)
+    return format_submission(template.index, align_to(index, np.asarray(pred01), template.index))
+
+
+def write_submission_set(path: str | os.PathLike, index: np.ndarray, pred01: np.ndarray,
+                         probs: np.ndarray, template_csv: str | os.PathLike) -> tuple[Path, Path]:
+    """The CSV and its probability files as one set: probabilities first, the CSV last, then
+    `NAME.set.json` tying them by hash (see `outputs`). Returns (CSV, probabilities) paths."""
+    from dirtymnist.outputs import write_set
+
     path = Path(path)
-    atomic_write_text(path, format_submission(template.index, pred01))
-    return path
+    text = submission_text(index, pred01, template_csv)  # refuses other rows, writing nothing
+    probs = np.asarray(probs, dtype=np.float32)
+    index = np.asarray(index, dtype=np.int64)
+    if probs.ndim != 2 or probs.shape[0] != len(index):
+        raise ValueError(f"probs {probs.shape} do not match index ({len(index)},)")
+    probs_path = probs_path_for(path)
+    write_set(set_path_for(path), {"probs": (probs_path, probs),
+                                   "probs_index": (index_path(probs_path), index),
+                                   "csv": (path, text)})
+    return path, probs_path
+
+
+def set_path_for(path: str | os.PathLike) -> Path:
+    """The manifest of a submission's set: `sub.csv` or `sub.probs.npy` -> `sub.set.json`."""
+    p = Path(path)
+    stem = p.name.removesuffix(".probs.npy") if p.name.endswith(".probs.npy") else p.stem
+    return p.with_name(stem + ".set.json")
 
 
 # --------------------------------------------------------------------------- probability files
@@ -108,11 +138,15 @@ def save_probs(path: str | os.PathLike, probs: np.ndarray, index: np.ndarray) ->
 
 def load_probs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(probs float32 (N, 26), index int64 (N,)) of a file written by `save_probs`."""
+    from dirtymnist.outputs import verify_set
+
     path = Path(path)
     idx_path = index_path(path)
     for p in (path, idx_path):
         if not p.is_file():
             raise DataError(f"{p}: probability file not found")
+    if path.name.endswith(".probs.npy"):  # written by predict: must match the rest of its set
+        verify_set(set_path_for(path), "run the predict that wrote it again")
     try:
         probs = np.load(path, allow_pickle=False)
         index = np.load(idx_path, allow_pickle=False)

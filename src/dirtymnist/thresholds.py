@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95
 DECODES = ("threshold", "count")
 THRESHOLDS_JSON = "thresholds.json"
+OOF_SET = "oof.set.json"  # ties a fold's oof.npy and oof_index.npy (see outputs.write_set)
 
 
 @dataclass
@@ -139,8 +140,12 @@ def load_oof(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     folds = sorted(run_dir.glob("fold*/oof.npy"), key=lambda p: _fold_number(p.parent))
     if not folds:
         raise ConfigError(f"{run_dir}: no fold*/oof.npy files (train at least one fold first)")
+    from dirtymnist.outputs import verify_set
+
     probs, index = [], []
     for path in folds:
+        # oof.npy and oof_index.npy of one epoch, not of two (a kill between the two writes)
+        verify_set(path.with_name(OOF_SET), f"run the train of {path.parent.name} again to finish it")
         idx_path = path.with_name("oof_index.npy")
         try:
             p, i = np.load(path, allow_pickle=False), np.load(idx_path, allow_pickle=False)
@@ -202,10 +207,39 @@ def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
     return align_to(table.index, table.labels, index)
 
 
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of (N, 26) 0/1 labels as uint8: ties a fold's OOF rows to the labels it saw."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def check_oof_labels(run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> None:
+    """Refuse a data folder whose labels for a fold's OOF rows are not those it was trained on."""
+    import json
+
+    for manifest in sorted(Path(run_dir).glob(f"fold*/{OOF_SET}")):
+        try:
+            digest = json.loads(manifest.read_text(encoding="utf-8")).get("labels_sha256")
+        except (OSError, ValueError):
+            continue  # load_oof names an unreadable manifest
+        if not digest:
+            continue
+        index = np.load(manifest.with_name("oof_index.npy"), allow_pickle=False)
+        if labels_digest(oof_targets(data_dir, index)) != digest:
+            raise DataError(f"{manifest}: {data_dir} labels this fold's out-of-fold rows differently "
+                            "from the data it was trained on; pass the run's own --data, or retrain the fold")
+
+
 def fit_thresholds(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
                    out: str | os.PathLike | None = None) -> FitReport:
     """Fit a run's thresholds on its OOF rows; write `RUN/thresholds.json` (or `out`)."""
+    if out:
+        from dirtymnist.outputs import check_output_path
+
+        check_output_path(out)
     probs, index = load_oof(run_dir)
+    check_oof_labels(run_dir, data_dir)
     report = fit(probs, oof_targets(data_dir, index))
     report.path = Path(out) if out else Path(run_dir) / THRESHOLDS_JSON
     save_thresholds(report.path, report)
@@ -266,6 +300,8 @@ def parse_thresholds(spec: str | float | Thresholds, runs: Sequence[str | os.Pat
         if data_dir is None:
             raise ConfigError("--thresholds fit needs the data folder (its training labels)")
         probs, index = ensemble_oof(run_dirs, weights, average)
+        for r in run_dirs:
+            check_oof_labels(r, data_dir)
         report = fit(probs, oof_targets(data_dir, index))
         log.info("thresholds fitted on %d OOF rows: label_acc %.4f at 0.5 -> %.4f (%s decoding)",
                  report.rows, report.acc_at_half, report.acc_chosen, report.thresholds.decode)

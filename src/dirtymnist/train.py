@@ -6,6 +6,7 @@ epoch loop -> save. Running the same command again resumes from `last.pt` bit-ex
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,17 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dirtymnist import claims
+from dirtymnist import claims, runfolder
 from dirtymnist import distributed as dist
-from dirtymnist.atomic import atomic_path, atomic_write_text
-from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
+from dirtymnist.atomic import atomic_write_text
+from dirtymnist.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dirtymnist.config import TrainConfig, diff_configs
 from dirtymnist.crops import CROP_CANVAS
 from dirtymnist.errors import ConfigError
 from dirtymnist.layout import IMAGE_SIZE
+from dirtymnist.models import check_input_size
+from dirtymnist.outputs import write_set
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
+from dirtymnist.thresholds import OOF_SET, labels_digest
 from dirtymnist.weights import settle as settle_weights
 
 log = logging.getLogger(__name__)
@@ -140,11 +144,6 @@ def build_scheduler(cfg: TrainConfig, optimizer, plan: list[EpochPlan], stage: i
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-
-
 # --------------------------------------------------------------------------- data
 def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
     """Cache (built once, reused) and folds. Returns (split, fold per row, rows in the subset)."""
@@ -154,12 +153,12 @@ def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
 
     paths = DataPaths.from_root(data_dir)
     if dist.is_main():
-        cache = build_cache(paths, cache_dir=cache_dir)
+        cache = build_cache(paths, cache_dir=cache_dir, splits=("train",))
         folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
                                    subset=cfg.subset or None, method=cfg.folds_method)
     dist.barrier()
     if not dist.is_main():
-        cache = build_cache(paths, cache_dir=cache_dir)
+        cache = build_cache(paths, cache_dir=cache_dir, splits=("train",))
         folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
                                    subset=cfg.subset or None, method=cfg.folds_method)
     split = open_split(cache, "train")
@@ -189,16 +188,13 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
             raise ConfigError(f"fold {f} is out of range for folds_k={cfg.folds_k}")
     if cfg.batch_size % dist.world_size():
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
+    check_input_size(cfg)
     cfg = settle_weights(cfg)  # hub weights fetched once into the HF cache; normalize: auto resolved
+    if dist.is_main():  # refuse another config or data folder before any work
+        runfolder.check_run(run_dir, cfg, data_dir, force=force)
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        # where the data lives, so later commands (thresholds, report, package) need only RUN
-        record = {"data_dir": str(Path(data_dir).absolute()),
-                  "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None,
-                  "weights": cfg.pretrained_record}
-        atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    if dist.is_main():  # config.yaml, run.json: written only now that every check passed
+        runfolder.record_run(run_dir, cfg, data_dir, cache_dir, force=force)
     from dirtymnist.tracking import chain, start_tracking
 
     tracker = start_tracking(cfg, run_dir) if dist.is_main() else None  # tracking: mlflow
@@ -206,8 +202,10 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
     results: dict[int, dict] = {}
 
     def train_one(f: int) -> dict:
-        return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
-                          device, force=force, fold=f, on_epoch=hook, on_step=on_step)
+        # one writer per fold: a second train of it is refused, naming this one's PID and host
+        with runfolder.lock_fold(run_dir / f"fold{f}", f) if dist.is_main() else contextlib.nullcontext():
+            return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
+                              device, force=force, fold=f, on_epoch=hook, on_step=on_step)
 
     try:
         if dist.world_size() > 1:  # a torchrun group trains its folds together, in order
@@ -270,7 +268,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             stale.unlink()
     sched_state, resume_lrs = None, None
     if last.exists():
-        ckpt = load_checkpoint(last)
+        ckpt = runfolder.load_resume_point(fold_dir, fold)  # an unreadable last.pt: the newest epoch*.pt
         changed = diff_configs(ckpt["config"], cfg.to_dict())
         if changed and not force:
             raise ConfigError(
@@ -414,8 +412,10 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 best = checkpoint(epoch + 1, 0, scheduler)
                 best.pop("optimizer")
                 save_checkpoint(best, fold_dir / "best.pt")
-                _save_npy(fold_dir / "oof.npy", probs.astype(np.float32))
-                _save_npy(fold_dir / "oof_index.npy", split.index[val_rows])
+                # the best epoch's OOF pair, committed as one set (outputs.write_set)
+                write_set(fold_dir / OOF_SET, {"oof": (fold_dir / "oof.npy", probs.astype(np.float32)),
+                                               "oof_index": (fold_dir / "oof_index.npy", split.index[val_rows])},
+                          epoch=epoch + 1, labels_sha256=labels_digest(val_targets))
             state["stopped"] = stop
             ck = checkpoint(epoch + 1, 0, scheduler)
             save_checkpoint(ck, last)

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="W",
                    help="decoding processes (default: all CPUs; 1 = no pool)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--verify", action="store_true",
+                   help="also hash every PNG's contents (slower; certain even when sizes and times match)")
     p.set_defaults(func=_cache)
 
     p = sub.add_parser("folds", help="multilabel-stratified K-fold split as an index,fold CSV",
@@ -55,17 +57,18 @@ def _paths(args: argparse.Namespace):
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from dirtymnist.cache import build_cache, open_split
+    from dirtymnist.cache import build_cache, open_split, present_splits
     from dirtymnist.dataset import save_layout
 
     paths = _paths(args)
+    splits = present_splits(paths)  # a folder may hold only one split
     cache_dir = build_cache(paths, cache_dir=args.cache_dir, workers=args.workers,
-                            force=args.force)
+                            force=args.force, splits=splits, verify=args.verify)
     remembered = save_layout(paths)
     if remembered:
         print(f"folder names remembered in {remembered} (later commands need only DATA_DIR)")
     parts = []
-    for split in ("train", "test"):
+    for split in splits:
         s = open_split(cache_dir, split)
         parts.append(f"{split} {len(s)} images" + ("" if s.labels is not None else " (no labels)"))
     print(f"cache: {cache_dir} ({', '.join(parts)})")
