@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from dirtymnist.claims import claim_path, gather_oof, train_claimed
 
@@ -42,6 +43,21 @@ def test_a_held_fold_is_taken_last_and_taken_over_when_its_worker_dies(tmp_path)
         holder.wait()
     assert order == [0, 2, 1]  # free folds first, then the one held by the (dead) other worker
     assert results == {0: {"fold": 0}, 1: {"fold": 1}, 2: {"fold": 2}}
+
+
+def test_a_single_fold_held_by_another_train_is_refused_at_once(tmp_path):
+    from dirtymnist.locks import LockHeld
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(claim_path(tmp_path, 1))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(LockHeld, match=rf"PID {holder.pid} on host"):
+            train_claimed(tmp_path, [1], lambda fold: pytest.fail("trained a held fold"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_claimed(tmp_path, [1], lambda fold: {"fold": fold}) == {1: {"fold": 1}}  # free again
 
 
 def test_gather_sorts_rows_by_index_and_keeps_their_fold(tmp_path):

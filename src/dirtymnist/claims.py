@@ -32,9 +32,15 @@ def train_claimed(run_dir: str | Path, folds: Iterable[int], train_one: Callable
     """`train_one(fold)` for each fold while holding its claim; returns {fold: its result}.
 
     Pass 1 takes the free folds in order; pass 2 waits for each fold another worker holds.
+    A single fold held by another process is refused at once (`LockHeld` names the holder):
+    two trains of one fold are a mistake, two workers sharing several folds are a plan.
     """
     results: dict[int, dict] = {}
     pending = list(folds)
+    if len(pending) == 1:  # one fold asked for: a second train of it is refused, naming the holder
+        fold = pending[0]
+        with FileLock(claim_path(run_dir, fold), what=f"train fold {fold}"):
+            return {fold: train_one(fold)}
     for timeout in (0, None):
         for fold in list(pending):
             lock = FileLock(claim_path(run_dir, fold), what=f"train fold {fold}")
