@@ -66,7 +66,8 @@ def build_cache(
     CSVs). `workers`: decoding processes (default: all usable CPUs; 0 or 1 = in this process).
     """
     cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else default_cache_dir(paths)
-    splits = {s: dataset.list_split(paths, s) for s in dataset.SPLITS}
+    # comparing with the manifest needs no test answers: they are read only to build (pseudo.py)
+    splits = {s: dataset.list_split(paths, s, labels=False) for s in dataset.SPLITS}
     sources = _describe_sources(paths, splits)
 
     manifest_path = cache_dir / MANIFEST
@@ -94,6 +95,7 @@ def build_cache(
         stale.unlink()
 
     workers = _default_workers() if workers is None else workers
+    splits = {s: dataset.list_split(paths, s) for s in dataset.SPLITS}  # now with test labels
     arrays: dict[str, dict[str, str]] = {}
     for split, files in splits.items():
         arrays[split] = _write_split(cache_dir, files, workers)
@@ -105,8 +107,13 @@ def build_cache(
     return cache_dir
 
 
-def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str) -> CachedSplit:
-    """Open one split of a built cache (images memory-mapped read-only; < 1 s for 50,000)."""
+def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str,
+               labels: bool = True) -> CachedSplit:
+    """Open one split of a built cache (images memory-mapped read-only; < 1 s for 50,000).
+
+    labels=False leaves the label array unread (pseudo labelling must never see test answers).
+    """
+    with_labels = labels
     if split not in dataset.SPLITS:
         raise ValueError(f"split must be one of {dataset.SPLITS}, got {split!r}")
     cache_dir = _resolve_cache_dir(cache_dir_or_paths)
@@ -124,7 +131,7 @@ def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str) ->
     try:
         images = np.load(cache_dir / names["images"], mmap_mode="r")
         index = np.load(cache_dir / names["index"])
-        labels = np.load(cache_dir / names["labels"]) if "labels" in names else None
+        labels = np.load(cache_dir / names["labels"]) if with_labels and "labels" in names else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{cache_dir}: cache array unreadable ({exc}); {hint}") from None
     size = layout.IMAGE_SIZE

@@ -214,18 +214,19 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def list_split(paths: DataPaths, split: str) -> SplitFiles:
+def list_split(paths: DataPaths, split: str, labels: bool = True) -> SplitFiles:
     """The PNGs of `split` ("train" or "test"), checked one-to-one against its CSV.
 
     Train indices come from the answer CSV, test indices (and their order) from the sample
-    submission; test labels come from test_answer.csv when it exists (synthetic data).
+    submission; test labels come from test_answer.csv when it exists (synthetic data) and
+    `labels` is true (False: the test answers are not read).
     """
     if split == "train":
         folder, table = paths.train_dir, read_label_csv(paths.train_csv)
         labels = table.labels
     elif split == "test":
         folder, table = paths.test_dir, read_label_csv(paths.sample_csv)
-        labels = _test_labels(paths, table.index)
+        labels = _test_labels(paths, table.index) if labels else None
     else:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not folder.is_dir():

@@ -19,6 +19,7 @@ import torch
 
 from dirtymnist import distributed as dist
 from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.averaging import finish_swa, in_swa_window, start_swa
 from dirtymnist.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
 from dirtymnist.crops import CROP_CANVAS
@@ -26,6 +27,7 @@ from dirtymnist.errors import ConfigError
 from dirtymnist.layout import IMAGE_SIZE
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
+from dirtymnist.pseudo import MixedBatches, load_pseudo
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 
 log = logging.getLogger(__name__)
@@ -181,19 +183,22 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
     if cfg.batch_size % dist.world_size():
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
+    pseudo = load_pseudo(cfg, data_dir, cache_dir)  # confident test images, or None
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         # where the data lives, so later commands (thresholds, report, package) need only RUN
-        record = {"data_dir": str(Path(data_dir).absolute()),
-                  "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None}
+        record_path = run_dir / "run.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}  # keeps `checkpoints`
+        record.update({"data_dir": str(Path(data_dir).absolute()),
+                       "cache_dir": str(Path(cache_dir).absolute()) if cache_dir else None})
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     results = {}
     try:
         for f in folds:
             results[f] = train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f],
                                     run_dir / f"fold{f}", device, force=force, fold=f,
-                                    on_epoch=on_epoch, on_step=on_step)
+                                    on_epoch=on_epoch, on_step=on_step, pseudo=pseudo)
     finally:
         dist.barrier()
     return results
@@ -201,7 +206,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
 
 def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.ndarray,
                fold_dir: Path, device: torch.device, *, force: bool = False, fold: int = 0,
-               on_epoch=None, on_step=None) -> dict:
+               on_epoch=None, on_step=None, pseudo=None) -> dict:
     from timm.utils import ModelEmaV3
 
     from dirtymnist.engine import evaluate, train_one_epoch
@@ -214,7 +219,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
 
     # data
     per_rank = cfg.batch_size // world
-    n_data_batches = len(train_rows) // cfg.batch_size
+    n_data_batches = (len(train_rows) + (len(pseudo) if pseudo else 0)) // cfg.batch_size
     if n_data_batches < 1 and not cfg.stages:
         raise ConfigError(f"fold {fold}: {len(train_rows)} training images is less than one batch of {cfg.batch_size}")
     plan = build_plan(cfg, n_data_batches)
@@ -233,6 +238,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     loss_fn = build_loss(cfg.loss)
     optimizer = build_optimizer(cfg, model)
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
+    swa = start_swa(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if resolve_amp(cfg, device) == "fp16" else None
     if main:
         log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
@@ -258,6 +264,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.module.load_state_dict(ckpt["ema"])
+        if swa is not None and ckpt.get("swa") is not None:
+            swa.load_state_dict(ckpt["swa"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         sched_state = ckpt.get("scheduler")
@@ -274,6 +282,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     if state["epoch"] >= len(plan) or state["stopped"]:
         if main:
             log.info("fold %d: already finished (%d epochs)", fold, len(plan))
+            if swa is not None and not (fold_dir / "swa.pt").is_file():  # killed before writing it
+                finish_swa(swa, cfg, letters, split, train_rows, val_rows, device, fold_dir, fold, len(state["history"]))
         return state["best"] or {}
 
     train_model = model
@@ -287,6 +297,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         return {
             "model": model.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
+            "swa": swa.state_dict() if swa is not None else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -311,8 +322,12 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                     group["lr"] = lr
         step_cfg = cfg
         if spec.source == "data":
-            batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
-                                    seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            if pseudo is None:
+                batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
+                                        seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            else:  # the fold's rows and the pseudo-labelled test images, shuffled together
+                batches = MixedBatches(split.images, split.labels, train_rows, pseudo, cfg.batch_size,
+                                       seed=cfg.seed, epoch=epoch, rank=rank, world=world)
             aug = cfg.augment
         else:
             batches = SynthBatches(spec.source, spec.knobs, cfg.batch_size, spec.steps,
@@ -360,6 +375,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 log.info("fold %d: %s", fold, exc)
             return state["best"] or {}
         stats["data_time"] -= hook_seconds[0]  # the hook ran between batches
+        if swa is not None and in_swa_window(cfg, epoch, len(plan)):
+            swa.update_parameters(model)
         train_seconds = time.perf_counter() - t0 - hook_seconds[0]
         val_loader = make_loader(val_set, 0, 0, False)
         val = evaluate(eval_model, val_loader, val_targets, cfg, device, loss_fn)
@@ -417,6 +434,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             elif main:
                 log.info("fold %d: early stop, no better %s for %d epochs", fold, cfg.best_metric, cfg.early_stopping)
             break
+    if swa is not None and main:
+        finish_swa(swa, cfg, letters, split, train_rows, val_rows, device, fold_dir, fold, len(state["history"]))
     return state["best"]
 
 
