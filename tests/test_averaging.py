@@ -103,3 +103,15 @@ def test_predict_export_package_take_the_averaged_checkpoints(run, tmp_path, cap
     assert "input/models/run0_fold0_averaged.safetensors" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse refuses the choice
         cli_main(["predict", str(run), "--data", str(data), "--checkpoint", "nope", "--out", str(tmp_path / "x.csv")])
+
+
+def test_report_lists_the_averaged_checkpoints(run, tmp_path):
+    from dirtymnist.report import build_report
+
+    data, run = run
+    average_run(run, last=2)
+    rep = build_report(run, out=tmp_path / "r" / "report.html", gallery=2)
+    names = {r["checkpoint"]: r for r in rep.averaged}
+    assert set(names) == {"fold0/swa.pt", "fold0/averaged.pt"}
+    assert names["fold0/averaged.pt"]["from"] == "epoch002.pt, epoch003.pt"
+    assert "Averaged checkpoints" in rep.html.read_text()
