@@ -406,6 +406,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             if better:
                 best = checkpoint(epoch + 1, 0, scheduler)
                 best.pop("optimizer")
+                best.pop("swa")  # only last.pt carries the running average
                 save_checkpoint(best, fold_dir / "best.pt")
                 _save_npy(fold_dir / "oof.npy", probs.astype(np.float32))
                 _save_npy(fold_dir / "oof_index.npy", split.index[val_rows])
