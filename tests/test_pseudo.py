@@ -12,7 +12,7 @@ import pytest
 from conftest import TEST_START, write_dataset
 
 from dirtymnist.config import load_config
-from dirtymnist.errors import DataError
+from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.pseudo import make_targets, select_confident
 from dirtymnist.submission import save_probs
 
@@ -91,3 +91,14 @@ def test_pseudo_file_of_other_rows_is_a_one_line_error(tmp_path):
     save_probs(probs_file, np.full((3, 26), 0.9), np.arange(3))
     with pytest.raises(DataError, match="other.probs.npy: indices are not the test split's"):
         train(data, load_config("cpu", [*TINY, f"pseudo={probs_file}"]), run_dir=tmp_path / "run")
+
+
+def test_train_cli_pseudo_flag_sets_the_config(tmp_path, capsys):
+    from dirtymnist.cli import main as cli_main
+
+    assert cli_main(["train", str(tmp_path), "--pseudo", "r1.probs.npy", "--set", "pseudo_targets=soft",
+                     "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "pseudo: r1.probs.npy" in out and "pseudo_targets: soft" in out
+    with pytest.raises(ConfigError, match="pseudo_margin must be in"):
+        load_config("cpu", ["pseudo_margin=0.5"])
