@@ -83,7 +83,7 @@ def test_fit_is_per_letter_separable_and_prefers_equal_weights_on_ties():
     assert len(simplex_grid(3)) == 67 and np.allclose(simplex_grid(3)[0], 1 / 3)
 
 
-def test_blend_file_drives_predict_ensemble_and_package(tmp_path):
+def test_blend_file_drives_predict_ensemble_and_package(tmp_path, monkeypatch):
     from test_predict import build_tiny_run
 
     data, run = build_tiny_run(tmp_path / "t")
@@ -107,6 +107,7 @@ def test_blend_file_drives_predict_ensemble_and_package(tmp_path):
     # the packaged entry script applies the weights: its submission equals predict's
     from dirtymnist.package import run_submission
 
+    monkeypatch.chdir(tmp_path)  # run_submission moves into the folder, as main.py does; undone after the test
     assert run_submission(tmp_path / "sub", ["--data", str(data.absolute())]) == 0
     packaged = (tmp_path / "sub" / "output" / "submission.csv").read_text()
     assert packaged == (tmp_path / "b.csv").read_text()

@@ -120,8 +120,10 @@ def blend(runs: list[str | os.PathLike], *, out: str | os.PathLike | None = None
 
     weights = fit_weights(probs, targets, per_letter=per_letter, average=average)
     equal = np.ones(len(runs))
-    score = lambda w, rows=slice(None): label_accuracy(  # noqa: E731
-        combine([p[rows] for p in probs], w, average) > 0.5, targets[rows])
+
+    def score(w, rows=slice(None)) -> float:
+        return label_accuracy(combine([p[rows] for p in probs], w, average) > 0.5, targets[rows])
+
     fold_rows, held_pred, held_equal = [], np.zeros_like(targets), np.zeros_like(targets)
     for k in np.unique(fold_of):
         held, fit_on = fold_of == k, fold_of != k
