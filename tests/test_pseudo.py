@@ -83,10 +83,18 @@ def test_pseudo_training_never_reads_test_answers_and_keeps_validation_clean(tmp
     assert len(oof_index) == 16 and (oof_index < TEST_START).all()  # validation: labelled rows only
 
 
-def test_pseudo_file_of_other_rows_is_a_one_line_error(tmp_path):
+def test_pseudo_file_of_other_rows_is_a_one_line_error_and_none_confident_warns(tmp_path, caplog):
+    from dirtymnist.cache import build_cache
+    from dirtymnist.dataset import DataPaths
+    from dirtymnist.pseudo import load_pseudo
     from dirtymnist.train import train
 
     data = write_dataset(tmp_path / "data", n_train=16, n_test=4, seed=2)
+    unsure = tmp_path / "unsure.probs.npy"
+    save_probs(unsure, np.full((4, 26), 0.7), np.arange(TEST_START, TEST_START + 4))
+    build_cache(DataPaths.from_root(data), workers=1)
+    assert len(load_pseudo(load_config("cpu", [*TINY, f"pseudo={unsure}"]), data)) == 0
+    assert "no test image has every letter" in caplog.text
     probs_file = tmp_path / "other.probs.npy"
     save_probs(probs_file, np.full((3, 26), 0.9), np.arange(3))
     with pytest.raises(DataError, match="other.probs.npy: indices are not the test split's"):

@@ -68,6 +68,11 @@ def load_pseudo(cfg, data_dir, cache_dir=None) -> PseudoSet | None:
     keep = select_confident(probs, cfg.pseudo_margin)
     log.info("pseudo labels: %d of %d test images confident (margin %.2f, %s targets) from %s",
              keep.sum(), len(keep), cfg.pseudo_margin, cfg.pseudo_targets, cfg.pseudo)
+    if not keep.any():  # a weak model is rarely sure of all 26 letters of an image
+        log.warning("pseudo labels: no test image has every letter within %.2f of 0 or 1 (its least "
+                    "certain letters reach at most %.3f from 0.5); lower pseudo_margin or use "
+                    "pseudo_targets=soft with pseudo_margin=0", 0.5 - cfg.pseudo_margin,
+                    float(np.abs(probs - 0.5).min(axis=1).max()))
     return PseudoSet(test.images, np.flatnonzero(keep), make_targets(probs[keep], cfg.pseudo_targets),
                      Path(cfg.pseudo))
 
