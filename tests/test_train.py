@@ -117,24 +117,28 @@ def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):
 
 def test_killed_runs_resume_bit_exactly(tmp_path, make_dataset):
     """SIGKILL a real training process at several points, including in the middle of
-    checkpoint writes, resume each time, and compare with an uninterrupted run."""
+    checkpoint writes, resume each time, and compare with an uninterrupted run (SWA on too)."""
     data = make_dataset(tmp_path / "data", n_train=48, n_test=2)
     ref, run = tmp_path / "ref", tmp_path / "run"
-    subprocess.run(_train_cmd(data, ref), env=_env(), check=True, capture_output=True)
+    swa = ["swa_epochs=2"]
+    subprocess.run(_train_cmd(data, ref, swa), env=_env(), check=True, capture_output=True)
 
     # kill points: the Nth atomic write of each process (mid-epoch, end-of-epoch best/oof/last)
     kills = [3, 2, 5, 1, 4]
     for n in kills:
-        proc = subprocess.run(_train_cmd(data, run), env=_env(DIRTYMNIST_KILL_AT_WRITE=str(n)), capture_output=True)
+        proc = subprocess.run(_train_cmd(data, run, swa), env=_env(DIRTYMNIST_KILL_AT_WRITE=str(n)), capture_output=True)
         assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    done = subprocess.run(_train_cmd(data, run), env=_env(), capture_output=True)
+    done = subprocess.run(_train_cmd(data, run, swa), env=_env(), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
     a, b = load_checkpoint(ref / "fold0" / "last.pt"), load_checkpoint(run / "fold0" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
-    for part in ("model", "ema"):
+    for part in ("model", "ema", "swa"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+    swa_a, swa_b = load_checkpoint(ref / "fold0" / "swa.pt"), load_checkpoint(run / "fold0" / "swa.pt")
+    for key in swa_a["model"]:  # the averaged weights and their re-estimated batch-norm statistics
+        assert torch.equal(swa_a["model"][key], swa_b["model"][key]), f"swa.pt {key} differs after resume"
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for k, s in a["optimizer"]["state"].items():
         assert torch.equal(s["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])

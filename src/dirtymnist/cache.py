@@ -82,7 +82,8 @@ def build_cache(
     """
     cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir else default_cache_dir(paths)
     splits = present_splits(paths) if splits is None else tuple(splits)
-    files = {s: dataset.list_split(paths, s) for s in splits}
+    # deciding what is stale needs no test answers: they are read only to build (pseudo.py)
+    files = {s: dataset.list_split(paths, s, labels=False) for s in splits}
     manifest_path = cache_dir / MANIFEST
     if not force and not _stale_splits(cache_dir, _read_manifest(manifest_path), paths, files, verify):
         log.info("cache up to date: %s", cache_dir)
@@ -110,6 +111,7 @@ def build_cache(
         if not stale:
             log.info("cache built meanwhile by another process, reused: %s", cache_dir)
             return cache_dir
+        files.update({s: dataset.list_split(paths, s) for s in stale})  # now with the labels
         for split, reason in stale.items():
             known = old is not None and split in old["splits"]
             log.info("%s %s cache in %s: %s", "rebuilding" if known else "building", split, cache_dir, reason)
@@ -158,8 +160,13 @@ def present_splits(paths: DataPaths) -> tuple[str, ...]:
     return found
 
 
-def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str) -> CachedSplit:
-    """Open one split of a built cache (images memory-mapped read-only; < 1 s for 50,000)."""
+def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str,
+               labels: bool = True) -> CachedSplit:
+    """Open one split of a built cache (images memory-mapped read-only; < 1 s for 50,000).
+
+    labels=False leaves the label array unread (pseudo labelling must never see test answers).
+    """
+    with_labels = labels
     if split not in dataset.SPLITS:
         raise ValueError(f"split must be one of {dataset.SPLITS}, got {split!r}")
     cache_dir = _resolve_cache_dir(cache_dir_or_paths)
@@ -180,7 +187,7 @@ def open_split(cache_dir_or_paths: str | os.PathLike | DataPaths, split: str) ->
     try:
         images = np.load(cache_dir / names["images"], mmap_mode="r")
         index = np.load(cache_dir / names["index"])
-        labels = np.load(cache_dir / names["labels"]) if "labels" in names else None
+        labels = np.load(cache_dir / names["labels"]) if with_labels and "labels" in names else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{cache_dir}: cache array unreadable ({exc}); {hint}") from None
     size = layout.IMAGE_SIZE
@@ -212,11 +219,14 @@ def _default_workers() -> int:
 # --- describing the sources -------------------------------------------------------------
 
 
-def _stat(path: Path) -> dict:
+def _stat(path: Path, contents: bool = True) -> dict:
     # CSVs are small: their contents are hashed, so an edit that keeps size and mtime is seen
+    # (but not the test answers: training must never read them, see pseudo.py)
     st = path.stat()
-    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    record = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if contents:
+        record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return record
 
 
 def _describe_split(paths: DataPaths, files: SplitFiles) -> dict:
@@ -228,7 +238,7 @@ def _describe_split(paths: DataPaths, files: SplitFiles) -> dict:
     return {
         "folder": str(files.folder),
         "count": len(files),
-        "csv": {role: _stat(p) for role, p in csvs.items()},
+        "csv": {role: _stat(p, contents=role != "test_answer_csv") for role, p in csvs.items()},
         "files": [p.name for p in files.paths],
         "sizes": [s.st_size for s in stats],
         "mtime_ns": [s.st_mtime_ns for s in stats],

@@ -78,6 +78,7 @@ class TrainConfig:
     loss: str = "bce"  # bce | softmargin | asl | focal
     grad_clip: float = 0.0  # max grad norm, 0 = off
     ema: float = 0.0  # EMA decay of weights, 0 = off
+    swa_epochs: int = 0  # average the weights of the last N epochs into fold{k}/swa.pt (averaging.py), 0 = off
     mix: str = "none"  # none | mixup | cutmix (multi-label targets: see mixing.py)
     mix_alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
     mix_prob: float = 0.5  # share of batches mixed
@@ -95,6 +96,9 @@ class TrainConfig:
     folds_method: str = "stratified"  # stratified | kfold
     folds_seed: int = 42
     subset: int = 0  # train on a label-balanced subset of N images (0 = all)
+    pseudo: str = ""  # a `predict` .probs.npy of the test split: confident test images join training (pseudo.py)
+    pseudo_margin: float = 0.4  # keep a test image when every letter has |p - 0.5| >= margin
+    pseudo_targets: str = "hard"  # hard (0/1) | soft (the probabilities)
     num_workers: int = 0
     # --- run
     seed: int = 0
@@ -126,6 +130,7 @@ _CHOICES = {
     "best_metric": {"label_acc", "loss"},
     "folds_method": {"stratified", "kfold"},
     "tracking": {"none", "mlflow"},
+    "pseudo_targets": {"hard", "soft"},
 }
 _STAGE_SOURCES = {"data", "synth", "dense", "glyphs"}
 
@@ -230,6 +235,10 @@ def _validate(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"{source}: ema must be in [0, 1), got {cfg.ema}")
+    if not 0 <= cfg.pseudo_margin < 0.5:
+        raise ConfigError(f"{source}: pseudo_margin must be in [0, 0.5), got {cfg.pseudo_margin}")
+    if cfg.swa_epochs < 0:
+        raise ConfigError(f"{source}: swa_epochs must be >= 0, got {cfg.swa_epochs}")
     if cfg.mix != "none" and not (cfg.mix_alpha > 0 and 0 < cfg.mix_prob <= 1):
         raise ConfigError(f"{source}: mix needs mix_alpha > 0 and 0 < mix_prob <= 1, "
                           f"got {cfg.mix_alpha} and {cfg.mix_prob}")

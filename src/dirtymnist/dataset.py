@@ -216,18 +216,22 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def list_split(paths: DataPaths, split: str) -> SplitFiles:
+def list_split(paths: DataPaths, split: str, labels: bool = True) -> SplitFiles:
     """The PNGs of `split` ("train" or "test"), checked one-to-one against its CSV.
 
     Train indices come from the answer CSV, test indices (and their order) from the sample
-    submission; test labels come from test_answer.csv when it exists (synthetic data).
+    submission; test labels come from test_answer.csv when it exists (synthetic data) and
+    `labels` is true (False: the test answers are not read).
     """
     folder, csv_path = split_sources(paths, split)
     if not folder.exists() and not csv_path.exists():
         raise DataError(f"{paths.root}: the {split} split is missing ({folder.name}/ and "
                         f"{csv_path.name} not found here); this command needs it")
     table = read_label_csv(csv_path)
-    labels = table.labels if split == "train" else _test_labels(paths, table.index)
+    if split == "train":
+        labels = table.labels
+    else:
+        labels = _test_labels(paths, table.index) if labels else None
     if not folder.is_dir():
         raise DataError(f"{folder}: {split} image folder not found")
 

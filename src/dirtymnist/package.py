@@ -79,7 +79,8 @@ class PackagePlan:
 
 
 def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds: str = "auto",
-            average: str = "prob", base_image: str = BASE_IMAGE, dry_run: bool = False) -> PackagePlan:
+            average: str = "prob", base_image: str = BASE_IMAGE, dry_run: bool = False,
+            checkpoint: str = "best", blend: str | os.PathLike | None = None) -> PackagePlan:
     """Assemble the submission folder from the runs' fold `best.pt` files.
 
     thresholds: "auto" (RUN/thresholds.json of a single run if present, else 0.5), a number,
@@ -93,7 +94,12 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
         raise ConfigError("give at least one RUN (run directory or checkpoint)")
     if tta not in TTA_PRESETS:
         raise ConfigError(f"--tta {tta!r}; choose from {', '.join(TTA_PRESETS)}")
-    members = [resolve_run(r) for r in runs]
+    members = [resolve_run(r, checkpoint=checkpoint) for r in runs]
+    weights = None
+    if blend is not None:  # weights fitted out of fold (`dirtymnist blend`), one (or 26) per run
+        from dirtymnist.blend import blend_for_runs
+
+        weights, average = blend_for_runs(blend, runs)
     if thresholds == "auto":
         auto = Path(runs[0]) / THRESHOLDS_JSON
         thresholds = str(auto) if len(runs) == 1 and auto.is_file() else "0.5"
@@ -105,10 +111,11 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     models = []
     for r, group in enumerate(members):
         for ckpt in group:
-            name = f"run{r}_{ckpt.parent.name if ckpt.name == 'best.pt' else ckpt.stem}"
+            name = f"run{r}_{model_name(ckpt)}"
             models.append((name, ckpt))
     settings = {
         "tta": tta, "average": average, "decode": thr.decode,
+        "weights": weights.tolist() if weights is not None else None,  # per run (or run x letter); None = equal
         "thresholds": dict(zip(layout.LETTERS, (float(v) for v in thr.values))),
         "thresholds_source": thr.source,
         "models": [{"name": n, "run": r} for r, group in enumerate(members)
@@ -146,6 +153,13 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     (out / "data").mkdir(exist_ok=True)
     plan.files = [(str(p.relative_to(out)), p.stat().st_size) for p in sorted(out.rglob("*")) if p.is_file()]
     return plan
+
+
+def model_name(ckpt: Path) -> str:
+    """`fold0/best.pt` -> fold0, `fold0/averaged.pt` -> fold0_averaged, `x.pt` -> x."""
+    if ckpt.parent.name.startswith("fold"):
+        return ckpt.parent.name if ckpt.name == "best.pt" else f"{ckpt.parent.name}_{ckpt.stem}"
+    return ckpt.stem
 
 
 def export_weights(ckpt: Path, target_stem: Path) -> None:
@@ -239,7 +253,8 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
             score = 1 / (1 + np.exp(-logits)) if settings["average"] == "prob" else logits
             runs.setdefault(m["run"], []).append(score)
         per_run = [np.mean(v, axis=0) for _, v in sorted(runs.items())]
-        mean = np.mean(per_run, axis=0)
+        w = np.asarray(settings.get("weights") or np.ones(len(per_run)), dtype=np.float64)
+        mean = sum(wi * p for wi, p in zip(w / w.sum(0), per_run))  # w: (R,) or (R, 26)
         probs = mean if settings["average"] == "prob" else 1 / (1 + np.exp(-mean))
         thr = Thresholds(np.array([settings["thresholds"][c] for c in layout.LETTERS]), settings["decode"])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,10 @@ class PredictResult:
 
 
 # --------------------------------------------------------------------------- models
-def resolve_run(run: str | os.PathLike, engine: str = "torch") -> list[Path]:
-    """The model files of one RUN argument: a run directory's `fold*/best.pt` or one file.
+def resolve_run(run: str | os.PathLike, engine: str = "torch", checkpoint: str = "best") -> list[Path]:
+    """The model files of one RUN argument: a run directory's `fold*/{checkpoint}.pt` or one file.
+
+    checkpoint: best | last | averaged (`dirtymnist average`) | swa (`swa_epochs`).
 
     With engine="onnx" each checkpoint stands for the `.onnx` file `export` wrote beside it; a
     folder of `.onnx` files (an `export --out` folder) or one `.onnx` file also works.
@@ -59,11 +61,16 @@ def resolve_run(run: str | os.PathLike, engine: str = "torch") -> list[Path]:
     if not run.exists():
         raise ConfigError(f"{run}: no such run directory or checkpoint")
     if run.is_dir():
-        found = sorted(run.glob("fold*/best.pt"), key=lambda p: _fold_number(p.parent.name))
+        from dirtymnist.averaging import CHECKPOINT_NAMES
+
+        if checkpoint not in CHECKPOINT_NAMES:
+            raise ConfigError(f"--checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINT_NAMES)}")
+        found = sorted(run.glob(f"fold*/{checkpoint}.pt"), key=lambda p: _fold_number(p.parent.name))
         if not found and engine == "onnx":
             found = sorted(run.glob("*.onnx"))
         if not found:
-            raise ConfigError(f"{run}: no fold*/best.pt checkpoints (not a run directory?)")
+            hint = {"averaged": "; run `dirtymnist average` first", "swa": "; train with --set swa_epochs=N"}
+            raise ConfigError(f"{run}: no fold*/{checkpoint}.pt checkpoints{hint.get(checkpoint, ' (not a run directory?)')}")
     else:
         found = [run]
     if engine == "onnx":
@@ -136,7 +143,7 @@ def predict_images(members: Sequence[Sequence[Path]], images, rows: np.ndarray, 
     if average == "prob":
         return combine(per_run, weights, "prob")
     w = np.ones(len(per_run)) if weights is None else np.asarray(weights, dtype=np.float64)
-    logits = sum(wi * s for wi, s in zip(w / w.sum(), per_run))
+    logits = sum(wi * s for wi, s in zip(w / w.sum(0), per_run))  # w: (R,) or (R, 26) per letter
     return _sigmoid(logits).astype(np.float32)
 
 
@@ -145,7 +152,8 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
             tta: str = "none", thresholds: str | float | Thresholds = "0.5", engine: str = "torch",
             average: str = "prob", weights: Sequence[float] | None = None, batch_size: int = 64,
             out: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-            device: str | torch.device | None = None) -> PredictResult:
+            device: str | torch.device | None = None, checkpoint: str = "best",
+            blend: str | os.PathLike | None = None) -> PredictResult:
     """Predict `split` of DATA_DIR with the ensemble of `runs`; write `out` (+ its probs files).
 
     Returns the probabilities, the 0/1 predictions and, when the split has labels (train, or a
@@ -161,7 +169,11 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
     if out is not None:
         check_output_path(out)  # before any compute
     weights = _check_weights(weights, len(runs))
-    members = [resolve_run(r, engine) for r in runs]  # fail on a missing model before any work
+    if blend is not None:  # fitted out of fold by `dirtymnist blend`: weights (and average) per run
+        from dirtymnist.blend import blend_for_runs
+
+        weights, average = blend_for_runs(blend, runs, weights)
+    members = [resolve_run(r, engine, checkpoint) for r in runs]  # fail on a missing model before any work
     thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
 
     paths = DataPaths.from_root(data_dir)
@@ -190,7 +202,8 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
 def ensemble(prob_files: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *,
              weights: Sequence[float] | None = None, average: str = "prob",
              thresholds: str | float | Thresholds = "0.5",
-             out: str | os.PathLike | None = None) -> PredictResult:
+             out: str | os.PathLike | None = None,
+             blend: str | os.PathLike | None = None) -> PredictResult:
     """Re-make an ensemble from saved probability files (no models): test rows, sample order."""
     from dirtymnist.dataset import DataPaths, read_label_csv
     from dirtymnist.submission import align_to, load_probs, row_mismatch
@@ -201,6 +214,10 @@ def ensemble(prob_files: Sequence[str | os.PathLike], data_dir: str | os.PathLik
     if out is not None:
         check_output_path(out)
     weights = _check_weights(weights, len(prob_files))
+    if blend is not None:  # one probability file per blended run, in the blend's order
+        from dirtymnist.blend import blend_for_runs
+
+        weights, average = blend_for_runs(blend, prob_files, weights)
     thr = parse_thresholds(thresholds, (), data_dir, weights, average)
     paths = DataPaths.from_root(data_dir)
     sample = read_label_csv(paths.sample_csv)

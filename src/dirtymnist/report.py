@@ -44,6 +44,7 @@ class Report:
     pngs: list[Path]
     fold_rows: list[dict]  # per fold: fold, epochs, best_epoch, val_loss, label_acc, exact_match, oof
     oof: dict = field(default_factory=dict)  # images, label_acc_05, best_threshold, ...
+    averaged: list[dict] = field(default_factory=list)  # swa.pt / averaged.pt noted in run.json
 
 
 # --------------------------------------------------------------------------- inputs
@@ -222,11 +223,25 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
            "label_acc": a["label_acc"], "exact_match": a["exact_match"],
            "label_acc_05": float(a["curve"][int(np.argmin(np.abs(a["grid"] - 0.5)))]),
            "best_threshold": float(a["grid"][best]), "best_threshold_acc": float(a["curve"][best])}
-    page = _render_html(run, data.source, fold_rows, a, oof, uris, heat_note)
+    averaged = read_averaged(run_dir)
+    page = _render_html(run, data.source, fold_rows, a, oof, uris, heat_note, averaged)
     atomic_write_text(out, page)
     log.info("report written: %s", out)
     log_report(run_dir, [out, *pngs])  # into the run's MLflow run when it was tracked
-    return Report(html=out, pngs=pngs, fold_rows=fold_rows, oof=oof)
+    return Report(html=out, pngs=pngs, fold_rows=fold_rows, oof=oof, averaged=averaged)
+
+
+def read_averaged(run_dir: Path) -> list[dict]:
+    """The averaged checkpoints (`swa_epochs`, `dirtymnist average`) a run noted in run.json,
+    with their validation scores: one row per checkpoint."""
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise DataError(f"{path}: not valid JSON") from None
+    return [{"checkpoint": name, **{k: v for k, v in entry.items() if k != "from"},
+             "from": ", ".join(entry.get("from", []))}
+            for name, entry in sorted(record.get("checkpoints", {}).items())]
 
 
 # --------------------------------------------------------------------------- HTML
@@ -295,7 +310,7 @@ def _cell(v) -> str:
 
 
 def _render_html(run: RunRecord, data_dir: Path, fold_rows: list[dict], a: dict, oof: dict,
-                 uris: dict[str, str], heat_note: str = "") -> str:
+                 uris: dict[str, str], heat_note: str = "", averaged: list[dict] = ()) -> str:
     letters = layout.LETTERS
     name = html.escape(run.name)
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -344,6 +359,7 @@ def _render_html(run: RunRecord, data_dir: Path, fold_rows: list[dict], a: dict,
 <h2>Folds</h2>
 <p>{summary}</p>
 {_table(fold_rows)}
+{"<h3>Averaged checkpoints (validation of the same fold)</h3>" + _table(list(averaged)) if averaged else ""}
 <h2>Learning curves</h2>
 {img('curves', 'learning curves per fold')}
 <h2>Per-letter scores</h2>

@@ -77,6 +77,9 @@ def record_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.
             stale.unlink()  # left by a train killed while recording
         record["cache_dir"] = str(Path(cache_dir).absolute()) if cache_dir else None
         record["weights"] = cfg.pretrained_record  # what `pretrained` loaded (weights.settle)
+        old = _read_run_json(run_dir / "run.json")
+        if "checkpoints" in old:  # averaged checkpoints noted by `average` / swa_epochs
+            record["checkpoints"] = old["checkpoints"]
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         # where the data lives, so later commands (thresholds, report, package) need only RUN
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")

@@ -179,11 +179,14 @@ def ensemble_oof(run_dirs: Sequence[str | os.PathLike], weights: Sequence[float]
 
 def combine(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None,
             average: str = "prob") -> np.ndarray:
-    """Weighted mean of (N, 26) probability arrays, in probability or logit space."""
+    """Weighted mean of (N, 26) probability arrays, in probability or logit space.
+
+    weights: one per array (R,), or one per array and letter (R, 26) (blend.py), normalised per letter.
+    """
     w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if len(w) != len(probs) or (w < 0).any() or w.sum() <= 0:
-        raise ConfigError(f"weights {list(w)} must be {len(probs)} non-negative numbers, not all 0")
-    w = w / w.sum()
+    if len(w) != len(probs) or (w < 0).any() or (w.sum(0) <= 0).any():
+        raise ConfigError(f"weights {w.tolist()} must be {len(probs)} non-negative numbers, not all 0")
+    w = w / w.sum(0)
     if average == "prob":
         return sum(wi * p.astype(np.float64) for wi, p in zip(w, probs)).astype(np.float32)
     if average == "logit":

@@ -21,6 +21,7 @@ import torch
 from dirtymnist import claims, runfolder
 from dirtymnist import distributed as dist
 from dirtymnist.atomic import atomic_write_text
+from dirtymnist.averaging import finish_swa, in_swa_window, start_swa
 from dirtymnist.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dirtymnist.config import TrainConfig, diff_configs
 from dirtymnist.crops import CROP_CANVAS
@@ -30,6 +31,7 @@ from dirtymnist.models import check_input_size
 from dirtymnist.outputs import write_set
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
+from dirtymnist.pseudo import MixedBatches, load_pseudo
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 from dirtymnist.thresholds import OOF_SET, labels_digest
 from dirtymnist.weights import settle as settle_weights
@@ -193,6 +195,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
     if dist.is_main():  # refuse another config or data folder before any work
         runfolder.check_run(run_dir, cfg, data_dir, force=force)
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
+    pseudo = load_pseudo(cfg, data_dir, cache_dir)  # confident test images, or None
     if dist.is_main():  # config.yaml, run.json: written only now that every check passed
         runfolder.record_run(run_dir, cfg, data_dir, cache_dir, force=force)
     from dirtymnist.tracking import chain, start_tracking
@@ -205,7 +208,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         # one writer per fold: a second train of it is refused, naming this one's PID and host
         with runfolder.lock_fold(run_dir / f"fold{f}", f) if dist.is_main() else contextlib.nullcontext():
             return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run_dir / f"fold{f}",
-                              device, force=force, fold=f, on_epoch=hook, on_step=on_step)
+                              device, force=force, fold=f, on_epoch=hook, on_step=on_step, pseudo=pseudo)
 
     try:
         if dist.world_size() > 1:  # a torchrun group trains its folds together, in order
@@ -223,7 +226,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
 
 def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.ndarray,
                fold_dir: Path, device: torch.device, *, force: bool = False, fold: int = 0,
-               on_epoch=None, on_step=None) -> dict:
+               on_epoch=None, on_step=None, pseudo=None) -> dict:
     from timm.utils import ModelEmaV3
 
     from dirtymnist.engine import evaluate, train_one_epoch
@@ -236,7 +239,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
 
     # data
     per_rank = cfg.batch_size // world
-    n_data_batches = len(train_rows) // cfg.batch_size
+    n_data_batches = (len(train_rows) + (len(pseudo) if pseudo else 0)) // cfg.batch_size
     if n_data_batches < 1 and not cfg.stages:
         raise ConfigError(f"fold {fold}: {len(train_rows)} training images is less than one batch of {cfg.batch_size}")
     plan = build_plan(cfg, n_data_batches)
@@ -255,6 +258,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     loss_fn = build_loss(cfg.loss)
     optimizer = build_optimizer(cfg, model)
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
+    swa = start_swa(model, cfg)
     scaler = build_grad_scaler(cfg, device)
     if main:
         log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
@@ -280,6 +284,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.module.load_state_dict(ckpt["ema"])
+        if swa is not None and ckpt.get("swa") is not None:
+            swa.load_state_dict(ckpt["swa"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         sched_state = ckpt.get("scheduler")
@@ -296,6 +302,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     if state["epoch"] >= len(plan) or state["stopped"]:
         if main:
             log.info("fold %d: already finished (%d epochs)", fold, len(plan))
+            if swa is not None and not (fold_dir / "swa.pt").is_file():  # killed before writing it
+                finish_swa(swa, cfg, letters, split, train_rows, val_rows, device, fold_dir, fold, len(state["history"]))
         return state["best"] or {}
 
     train_model = model
@@ -309,6 +317,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         return {
             "model": model.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
+            "swa": swa.state_dict() if swa is not None else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -333,8 +342,12 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                     group["lr"] = lr
         step_cfg = cfg
         if spec.source == "data":
-            batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
-                                    seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            if pseudo is None:
+                batches = CachedBatches(split.images, split.labels, train_rows, cfg.batch_size,
+                                        seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+            else:  # the fold's rows and the pseudo-labelled test images, shuffled together
+                batches = MixedBatches(split.images, split.labels, train_rows, pseudo, cfg.batch_size,
+                                       seed=cfg.seed, epoch=epoch, rank=rank, world=world)
             aug = cfg.augment
         else:
             batches = SynthBatches(spec.source, spec.knobs, cfg.batch_size, spec.steps,
@@ -382,6 +395,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
                 log.info("fold %d: %s", fold, exc)
             return state["best"] or {}
         stats["data_time"] -= hook_seconds[0]  # the hook ran between batches
+        if swa is not None and in_swa_window(cfg, epoch, len(plan)):
+            swa.update_parameters(model)
         train_seconds = time.perf_counter() - t0 - hook_seconds[0]
         val_loader = make_loader(val_set, 0, 0, False)
         val = evaluate(eval_model, val_loader, val_targets, cfg, device, loss_fn)
@@ -411,6 +426,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             if better:
                 best = checkpoint(epoch + 1, 0, scheduler)
                 best.pop("optimizer")
+                best.pop("swa")  # only last.pt carries the running average
                 save_checkpoint(best, fold_dir / "best.pt")
                 # the best epoch's OOF pair, committed as one set (outputs.write_set)
                 write_set(fold_dir / OOF_SET, {"oof": (fold_dir / "oof.npy", probs.astype(np.float32)),
@@ -441,6 +457,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
             elif main:
                 log.info("fold %d: early stop, no better %s for %d epochs", fold, cfg.best_metric, cfg.early_stopping)
             break
+    if swa is not None and main:
+        finish_swa(swa, cfg, letters, split, train_rows, val_rows, device, fold_dir, fold, len(state["history"]))
     return state["best"]
 
 

@@ -16,7 +16,7 @@ from dirtymnist import __version__
 from dirtymnist.errors import DirtyMnistError
 
 # Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
-_GROUPS = ("data", "synth", "training", "search", "inference", "look", "serve", "delivery")
+_GROUPS = ("data", "synth", "training", "search", "squeeze", "inference", "look", "serve", "delivery")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", default="auto",
                    help="auto (RUN/thresholds.json if present, else 0.5), a number, or a JSON path")
     p.add_argument("--average", default="prob", choices=["prob", "logit"])
+    p.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged", "swa"),
+                   help="which fold*/NAME.pt of each run (default best)")
+    p.add_argument("--blend", metavar="BLEND.json", help="run weights fitted by `dirtymnist blend`")
     p.add_argument("--base-image", help="Docker base image (default: a pytorch/pytorch runtime tag)")
     p.add_argument("--dry-run", action="store_true", help="print what would go in and its size")
     p.set_defaults(func=_package)
@@ -37,7 +40,8 @@ def _package(args) -> int:
     from dirtymnist.package import BASE_IMAGE, package
 
     plan = package(args.runs, args.out, data_dir=args.data, tta=args.tta, thresholds=args.thresholds,
-                   average=args.average, base_image=args.base_image or BASE_IMAGE, dry_run=args.dry_run)
+                   average=args.average, base_image=args.base_image or BASE_IMAGE, dry_run=args.dry_run,
+                   checkpoint=args.checkpoint, blend=args.blend)
     print(plan.format())
     if args.dry_run:
         print("(dry run: nothing written)")

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="torch", choices=("torch", "onnx"),
                    help="onnx: run the files of `dirtymnist export` with onnxruntime (CPU)")
     _ensemble_args(p)
+    checkpoint_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cache-dir", help="cache folder (default: DATA_DIR/.dirtymnist_cache)")
     p.add_argument("--out", required=True, help="submission CSV to write")
@@ -78,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "settings in NAME.onnx.json beside it) and check it against torch with onnxruntime.")
     p.add_argument("run", metavar="RUN", help="run directory or checkpoint file")
     p.add_argument("--format", default="onnx", choices=("onnx",))
+    checkpoint_arg(p)
     p.add_argument("--out", metavar="DIR", help="folder for the files (default: beside each checkpoint)")
     p.set_defaults(func=_export)
 
@@ -93,6 +95,14 @@ def _ensemble_args(p) -> None:
     p.add_argument("--average", default="prob", choices=("prob", "logit"),
                    help="average probabilities (default) or logits")
     p.add_argument("--weights", metavar="W1,W2,...", help="one weight per input (default equal)")
+    p.add_argument("--blend", metavar="BLEND.json", help="weights fitted out of fold by `dirtymnist blend` "
+                   "(inputs in the blend's order; sets --average too)")
+
+
+def checkpoint_arg(p) -> None:
+    p.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged", "swa"),
+                   help="which fold*/NAME.pt of a run directory: best (default), last, averaged "
+                   "(`dirtymnist average`), swa (`--set swa_epochs=N`)")
 
 
 def _weights(text: str | None) -> list[float] | None:
@@ -119,7 +129,8 @@ def _predict(args) -> int:
 
     result = predict(args.runs, args.data, split=args.split, tta=args.tta, thresholds=args.thresholds,
                      engine=args.engine, average=args.average, weights=_weights(args.weights),
-                     batch_size=args.batch_size, out=args.out, cache_dir=args.cache_dir)
+                     batch_size=args.batch_size, out=args.out, cache_dir=args.cache_dir,
+                     checkpoint=args.checkpoint, blend=args.blend)
     _print_outputs(result)
     return 0
 
@@ -128,7 +139,7 @@ def _ensemble(args) -> int:
     from dirtymnist.predict import ensemble
 
     result = ensemble(args.probs, args.data, weights=_weights(args.weights), average=args.average,
-                      thresholds=args.thresholds, out=args.out)
+                      thresholds=args.thresholds, out=args.out, blend=args.blend)
     _print_outputs(result)
     return 0
 
@@ -164,6 +175,6 @@ def _evaluate(args) -> int:
 def _export(args) -> int:
     from dirtymnist.export import export_run
 
-    for e in export_run(args.run, args.out, args.format):
+    for e in export_run(args.run, args.out, args.format, checkpoint=args.checkpoint):
         print(f"{e.onnx}  (max |onnxruntime - torch| {e.max_abs_diff:.1e}; settings {e.meta.name})")
     return 0

@@ -48,6 +48,8 @@ def _report(args) -> int:
     print(f"OOF label_acc {o['label_acc']:.4f} at {o['thresholds']} ({o['images']} images, "
           f"exact {o['exact_match']:.3f}); best global threshold {o['best_threshold']:.2f} -> "
           f"{o['best_threshold_acc']:.4f}")
+    for row in rep.averaged:  # swa.pt / averaged.pt: their own validation scores
+        print(f"{row['checkpoint']}: label_acc {row.get('label_acc', float('nan')):.4f} ({row['kind']})")
     print(f"report: {rep.html}")
     return 0
 

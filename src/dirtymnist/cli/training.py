@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="run directory (default: runs/<preset>)")
     p.add_argument("--cache-dir", help="cache folder (default: DATA_DIR/.dirtymnist_cache)")
     p.add_argument("--keep-last", type=int, help="keep the K newest epoch checkpoints besides last.pt/best.pt")
+    p.add_argument("--pseudo", metavar="PROBS.npy", help="add confidently predicted test images (a "
+                   "`predict` probability file of the test split) to the training rows (pseudo.py)")
     p.add_argument("--force", action="store_true", help="resume even if the config changed")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
@@ -78,6 +80,8 @@ def _train(args) -> int:
     overrides = list(args.overrides)
     if args.keep_last is not None:
         overrides.append(f"keep_last={args.keep_last}")
+    if args.pseudo is not None:
+        overrides.append(f"pseudo={args.pseudo}")
     cfg = load_config(args.preset, overrides)
     if args.print_config:
         print(dump_yaml(cfg), end="")
