@@ -96,3 +96,28 @@ def test_two_train_commands_share_the_folds_of_one_run(tmp_path, make_dataset):
     index = np.load(run / "oof_index.npy")
     assert index.tolist() == list(range(36))  # every training image once, gathered
     assert np.load(run / "oof.npy").shape == (36, 26)
+
+
+def test_a_refused_train_of_a_claimed_fold_writes_nothing(tmp_path, make_dataset, capsys):
+    """Even with --force and another config, a train of a fold another process holds changes no
+    file of the run: the claim is taken before config.yaml / run.json are written."""
+    from dirtymnist.cli import main as cli_main
+
+    data = make_dataset(tmp_path / "data", n_train=24, n_test=2)
+    run = tmp_path / "run"
+    base = ["train", str(data), "--preset", "cpu", "--run-dir", str(run), "--fold", "0",
+            "--set", "model=dm_fcn_tiny", "--set", "image_size=32", "--set", "batch_size=8",
+            "--set", "epochs=1", "--set", "stages=[]"]
+    assert cli_main(base) == 0
+    before = {p.name: p.read_bytes() for p in (run / "config.yaml", run / "run.json")}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD.replace("train fold 1", "train fold 0"),
+                               str(claim_path(run, 0))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        capsys.readouterr()
+        assert cli_main([*base, "--force", "--set", "lr=0.5"]) == 2
+        assert f"PID {holder.pid} on host" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {p.name: p.read_bytes() for p in (run / "config.yaml", run / "run.json")} == before

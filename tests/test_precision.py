@@ -58,6 +58,9 @@ def test_fp16_training_gets_a_grad_scaler(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert build_grad_scaler(load_config("cpu"), CUDA) is None
     assert build_grad_scaler(load_config("cpu", ["amp=off"]), CPU) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    with pytest.raises(ConfigError, match="sam_rho > 0 needs bf16 or fp32"):  # V100 + SAM under amp: auto
+        build_grad_scaler(load_config("cpu", ["sam_rho=0.05"]), CUDA)
 
 
 def test_explicit_settings_win_over_auto(monkeypatch):

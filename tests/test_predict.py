@@ -173,3 +173,14 @@ def test_ensemble_refuses_files_of_other_rows(tiny, tmp_path, capsys):
     assert cli_main(["ensemble", str(good), "--data", str(data), "--weights", "1,2", "--out", str(out)]) == 2
     one_line_error(capsys, "--weights")
     assert not out.exists()
+
+
+def test_an_export_folder_gives_the_chosen_checkpoint_kind_only(tmp_path):
+    from dirtymnist.predict import resolve_run
+
+    for name in ("fold0.onnx", "fold1.onnx", "fold0_swa.onnx", "fold1_swa.onnx", "fold0_averaged.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    names = lambda kind: [p.name for p in resolve_run(tmp_path, "onnx", kind)]  # noqa: E731
+    assert names("best") == ["fold0.onnx", "fold1.onnx"]
+    assert names("swa") == ["fold0_swa.onnx", "fold1_swa.onnx"]
+    assert names("averaged") == ["fold0_averaged.onnx"]

@@ -110,3 +110,23 @@ def test_train_cli_pseudo_flag_sets_the_config(tmp_path, capsys):
     assert "pseudo: r1.probs.npy" in out and "pseudo_targets: soft" in out
     with pytest.raises(ConfigError, match="pseudo_margin must be in"):
         load_config("cpu", ["pseudo_margin=0.5"])
+
+
+def test_the_pseudo_file_is_named_by_its_content_so_a_rewritten_one_refuses_to_resume(tmp_path):
+    from dirtymnist.config import diff_configs, load_config
+    from dirtymnist.pseudo import settle_pseudo
+
+    probs = tmp_path / "round1.probs.npy"
+    np.save(probs, np.full((4, 26), 0.9, np.float32))
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        first = settle_pseudo(load_config("cpu", ["pseudo=round1.probs.npy"]))
+    finally:
+        os.chdir(here)
+    assert first.pseudo == str(probs) and first.pseudo_record.startswith("sha256 ")  # absolute path
+    assert diff_configs(first.to_dict(), settle_pseudo(first).to_dict()) == []
+    np.save(probs, np.full((4, 26), 0.1, np.float32))  # a second round rewrote the file
+    assert diff_configs(first.to_dict(), settle_pseudo(first).to_dict()) == ["pseudo_record"]
+    with pytest.raises(DataError, match="nowhere.npy: pseudo-label probability file not found"):
+        settle_pseudo(load_config("cpu", [f"pseudo={tmp_path / 'nowhere.npy'}"]))

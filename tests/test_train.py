@@ -182,7 +182,8 @@ def test_step_hook_stops_and_the_run_records_its_data(tmp_path, make_dataset):
 
     def hook(info):
         seen.append((info.epoch, info.step, info.samples))
-        assert info.train_seconds > 0 and info.cfg is cfg
+        # the run's own config: the caller's, settled (weights recorded; the caller's is not changed)
+        assert info.train_seconds > 0 and info.cfg.to_dict() == {**cfg.to_dict(), "pretrained_record": "random init"}
         return info.step == 2
 
     assert train(data, cfg, run_dir=run, on_step=hook) == {0: {}}

@@ -86,14 +86,19 @@ def save_averaged(model_state: dict, ema_state: dict | None, *, cfg, letters, fo
 
 
 def note_checkpoint(run_dir: Path, path: Path, kind: str, sources: list[str], val: dict | None) -> None:
-    """Record an averaged checkpoint in RUN/run.json under `checkpoints` (other keys kept)."""
+    """Record an averaged checkpoint in RUN/run.json under `checkpoints` (other keys kept),
+    under RUN/.lock: workers sharing a run's folds each note their own fold's."""
+    from dirtymnist.locks import FileLock
+    from dirtymnist.runfolder import RUN_LOCK_WAIT_S, read_run_json
+
     record_path = run_dir / "run.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    entry = {"kind": kind, "from": sources}
-    if val:
-        entry.update({k: val[k] for k in ("label_acc", "val_loss", "exact_match") if k in val})
-    record.setdefault("checkpoints", {})[str(path.relative_to(run_dir))] = entry
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    with FileLock(run_dir / ".lock", what="a run.json update").acquire(timeout=RUN_LOCK_WAIT_S):
+        record = read_run_json(record_path)
+        entry = {"kind": kind, "from": sources}
+        if val:
+            entry.update({k: val[k] for k in ("label_acc", "val_loss", "exact_match") if k in val})
+        record.setdefault("checkpoints", {})[str(path.relative_to(run_dir))] = entry
+        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
 
 
 def finish_swa(swa: AveragedModel, cfg, letters, split, train_rows, val_rows, device,
@@ -123,7 +128,7 @@ def validate(model, cfg, split, val_rows: np.ndarray, device, loss_fn) -> dict:
 
     val_set = CachedBatches(split.images, split.labels, val_rows, 64, shuffle=False, drop_last=False)
     val = evaluate(model, make_loader(val_set, 0, 0, False), split.labels[val_rows].astype(np.uint8),
-                   cfg, device, loss_fn)
+                   cfg, device, loss_fn, gather=False)  # all rows here, whatever the DDP rank
     val.pop("probs")
     val["epoch"] = None
     return val
@@ -161,6 +166,10 @@ def average_run(run_dir: str | os.PathLike, *, last: int = 0, best: int = 0, dat
     if not fold_dirs:
         raise ConfigError(f"{run_dir}: no fold*/ folders (not a run directory?)")
     device = torch.device(device) if device is not None else choose_device()
+    if cache_dir is None:  # the cache the run trained from, not a new one in the data folder
+        from dirtymnist.runfolder import read_run_json
+
+        cache_dir = read_run_json(run_dir / "run.json").get("cache_dir")
     data = None
     results = []
     for fold_dir in fold_dirs:

@@ -28,6 +28,11 @@ def claim_path(run_dir: str | Path, fold: int) -> Path:
     return Path(run_dir) / f"fold{fold}" / CLAIM_NAME
 
 
+def claim(run_dir: str | Path, fold: int) -> FileLock:
+    """Fold `fold`'s claim, to hold `with` it: refused at once (`LockHeld` names the holder)."""
+    return FileLock(claim_path(run_dir, fold), what=f"train fold {fold}")
+
+
 def train_claimed(run_dir: str | Path, folds: Iterable[int], train_one: Callable[[int], dict]) -> dict[int, dict]:
     """`train_one(fold)` for each fold while holding its claim; returns {fold: its result}.
 
@@ -38,9 +43,8 @@ def train_claimed(run_dir: str | Path, folds: Iterable[int], train_one: Callable
     results: dict[int, dict] = {}
     pending = list(folds)
     if len(pending) == 1:  # one fold asked for: a second train of it is refused, naming the holder
-        fold = pending[0]
-        with FileLock(claim_path(run_dir, fold), what=f"train fold {fold}"):
-            return {fold: train_one(fold)}
+        with claim(run_dir, pending[0]):
+            return {pending[0]: train_one(pending[0])}
     for timeout in (0, None):
         for fold in list(pending):
             lock = FileLock(claim_path(run_dir, fold), what=f"train fold {fold}")

@@ -99,6 +99,7 @@ class TrainConfig:
     pseudo: str = ""  # a `predict` .probs.npy of the test split: confident test images join training (pseudo.py)
     pseudo_margin: float = 0.4  # keep a test image when every letter has |p - 0.5| >= margin
     pseudo_targets: str = "hard"  # hard (0/1) | soft (the probabilities)
+    pseudo_record: str = ""  # the pseudo file's sha256, set by train: a changed file refuses to resume
     num_workers: int = 0
     # --- run
     seed: int = 0

@@ -205,11 +205,16 @@ def predict_logits(model, loader, cfg, device, views=None) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def evaluate(model, loader, targets: np.ndarray, cfg, device, loss_fn) -> dict:
-    """Validation metrics; also returns the probabilities (key `probs`) for out-of-fold files."""
+def evaluate(model, loader, targets: np.ndarray, cfg, device, loss_fn, gather: bool = True) -> dict:
+    """Validation metrics; also returns the probabilities (key `probs`) for out-of-fold files.
+
+    gather: the loader holds this rank's share of the rows (DDP); False when one process
+    evaluates all of them alone (e.g. SWA's final check on the main rank)."""
     from dirtymnist.metrics import exact_match, label_accuracy
 
-    logits = dist.gather_rows(predict_logits(model, loader, cfg, device), len(targets))
+    logits = predict_logits(model, loader, cfg, device)
+    if gather:
+        logits = dist.gather_rows(logits, len(targets))
     probs = 1 / (1 + np.exp(-logits))
     loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets).float()))
     pred = (probs > 0.5).astype(np.uint8)

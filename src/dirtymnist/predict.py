@@ -66,8 +66,10 @@ def resolve_run(run: str | os.PathLike, engine: str = "torch", checkpoint: str =
         if checkpoint not in CHECKPOINT_NAMES:
             raise ConfigError(f"--checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINT_NAMES)}")
         found = sorted(run.glob(f"fold*/{checkpoint}.pt"), key=lambda p: _fold_number(p.parent.name))
-        if not found and engine == "onnx":
-            found = sorted(run.glob("*.onnx"))
+        if not found and engine == "onnx":  # an `export --out` folder: fold0.onnx, fold0_swa.onnx, ...
+            kinds = tuple(f"_{k}" for k in CHECKPOINT_NAMES if k != "best")
+            found = sorted(p for p in run.glob("*.onnx")
+                           if (p.stem.endswith(f"_{checkpoint}") if checkpoint != "best" else not p.stem.endswith(kinds)))
         if not found:
             hint = {"averaged": "; run `dirtymnist average` first", "swa": "; train with --set swa_epochs=N"}
             raise ConfigError(f"{run}: no fold*/{checkpoint}.pt checkpoints{hint.get(checkpoint, ' (not a run directory?)')}")

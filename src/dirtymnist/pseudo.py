@@ -48,6 +48,22 @@ def make_targets(probs: np.ndarray, kind: str) -> np.ndarray:
     return (probs > 0.5).astype(np.float32) if kind == "hard" else probs
 
 
+def settle_pseudo(cfg):
+    """`cfg` with `pseudo` as an absolute path and `pseudo_record` holding the file's sha256:
+    the file's content is part of the recipe, so a run resumed on a rewritten file is refused
+    (config diff) instead of training on other rows."""
+    if not cfg.pseudo:
+        return cfg
+    import dataclasses
+
+    from dirtymnist.weights import sha256
+
+    path = Path(cfg.pseudo).expanduser().absolute()
+    if not path.is_file():
+        raise DataError(f"{path}: pseudo-label probability file not found (a `predict` NAME.probs.npy)")
+    return dataclasses.replace(cfg, pseudo=str(path), pseudo_record=f"sha256 {sha256(path)}")
+
+
 def load_pseudo(cfg, data_dir, cache_dir=None) -> PseudoSet | None:
     """The pseudo-labelled test images of `cfg.pseudo` (None when unset)."""
     if not cfg.pseudo:

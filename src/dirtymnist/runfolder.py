@@ -53,7 +53,7 @@ def check_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.P
                               f"{', '.join(changed)}); use the same settings, another --run-dir, or --force")
     data = str(Path(data_dir).expanduser().absolute())
     record = {"data_dir": data}
-    old = _read_run_json(run_dir / "run.json")
+    old = read_run_json(run_dir / "run.json")
     was = old.get("data_dir")
     if was and not _same_folder(was, data):
         if not force:
@@ -77,7 +77,7 @@ def record_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.
             stale.unlink()  # left by a train killed while recording
         record["cache_dir"] = str(Path(cache_dir).absolute()) if cache_dir else None
         record["weights"] = cfg.pretrained_record  # what `pretrained` loaded (weights.settle)
-        old = _read_run_json(run_dir / "run.json")
+        old = read_run_json(run_dir / "run.json")
         if "checkpoints" in old:  # averaged checkpoints noted by `average` / swa_epochs
             record["checkpoints"] = old["checkpoints"]
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -112,7 +112,7 @@ def load_resume_point(fold_dir: str | os.PathLike, fold: int) -> dict:
                       f"{last} to train fold {fold} again from the start")
 
 
-def _read_run_json(path: Path) -> dict:
+def read_run_json(path: Path) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

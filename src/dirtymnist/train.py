@@ -31,7 +31,7 @@ from dirtymnist.models import check_input_size
 from dirtymnist.outputs import write_set
 from dirtymnist.precision import describe as describe_precision
 from dirtymnist.precision import resolve_amp, use_channels_last
-from dirtymnist.pseudo import MixedBatches, load_pseudo
+from dirtymnist.pseudo import MixedBatches, load_pseudo, settle_pseudo
 from dirtymnist.sources import CachedBatches, SynthBatches, make_loader
 from dirtymnist.thresholds import OOF_SET, labels_digest
 from dirtymnist.weights import settle as settle_weights
@@ -116,6 +116,9 @@ def build_grad_scaler(cfg: TrainConfig, device: torch.device):
     """fp16 autocast needs loss scaling (T4 / V100 / P100 under amp: auto); bf16 and fp32 do not."""
     if resolve_amp(cfg, device) != "fp16":
         return None
+    if cfg.sam_rho > 0:  # SAM's second pass is not loss-scaled: its gradients would be unscaled to ~0
+        raise ConfigError(f"sam_rho > 0 needs bf16 or fp32, and amp resolves to fp16 on this {device.type} "
+                          "device (compute capability < 8.0); set --set amp=off")
     return torch.amp.GradScaler(device.type)
 
 
@@ -192,12 +195,24 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
     check_input_size(cfg)
     cfg = settle_weights(cfg)  # hub weights fetched once into the HF cache; normalize: auto resolved
+    cfg = settle_pseudo(cfg)  # the pseudo-label file named by its content
     if dist.is_main():  # refuse another config or data folder before any work
         runfolder.check_run(run_dir, cfg, data_dir, force=force)
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
     pseudo = load_pseudo(cfg, data_dir, cache_dir)  # confident test images, or None
-    if dist.is_main():  # config.yaml, run.json: written only now that every check passed
-        runfolder.record_run(run_dir, cfg, data_dir, cache_dir, force=force)
+    with contextlib.ExitStack() as held:
+        if dist.world_size() == 1 and len(folds) == 1:
+            # one fold asked for: claim it before anything is written, so a refused train changes nothing
+            held.enter_context(claims.claim(run_dir, folds[0]))
+        if dist.is_main():  # config.yaml, run.json: written only now that every check passed
+            runfolder.record_run(run_dir, cfg, data_dir, cache_dir, force=force)
+        return _train_folds(cfg, split, rows, fold_of, run_dir, folds, device, force=force,
+                            on_epoch=on_epoch, on_step=on_step, pseudo=pseudo)
+
+
+def _train_folds(cfg, split, rows, fold_of, run_dir: Path, folds: list[int], device, *, force, on_epoch,
+                 on_step, pseudo) -> dict[int, dict]:
+    """Each fold once (claimed when several workers share the run), with tracking around it."""
     from dirtymnist.tracking import chain, start_tracking
 
     tracker = start_tracking(cfg, run_dir) if dist.is_main() else None  # tracking: mlflow
@@ -211,7 +226,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
                               device, force=force, fold=f, on_epoch=hook, on_step=on_step, pseudo=pseudo)
 
     try:
-        if dist.world_size() > 1:  # a torchrun group trains its folds together, in order
+        if dist.world_size() > 1 or len(folds) == 1:  # a torchrun group trains its folds in order
             results = {f: train_one(f) for f in folds}
         else:  # other processes or hosts may share this run folder: each fold is trained once
             results = claims.train_claimed(run_dir, folds, train_one)
