@@ -208,7 +208,7 @@ def test_a_disk_that_fills_during_the_build_is_one_line_and_no_partial(paths, mo
     from dirtymnist import space
 
     monkeypatch.setenv("DIRTYMNIST_ENOSPC_AT_WRITE", "3")  # index, labels, then the image array
-    monkeypatch.setattr(space, "_writes", 0)
+    monkeypatch.setattr(space, "_counts", {})
     with pytest.raises(space.SpaceError) as e:
         build_cache(paths, workers=workers)
     cache_dir = paths.root / ".dirtymnist_cache"

@@ -55,7 +55,7 @@ class FullDisk:
         if self.mounted:
             faults.fill(self.folder, self.leave)
         else:
-            self.mp.setattr(space, "_writes", 0)
+            self.mp.setattr(space, "_counts", {})
             self.mp.setenv("DIRTYMNIST_ENOSPC_AT_WRITE", str(self.nth))
 
     def stop(self) -> None:

@@ -58,7 +58,7 @@ def test_full_disk_in_an_atomic_write_keeps_the_old_file(tmp_path):
 
 def test_injected_enospc_hits_the_nth_write(tmp_path, monkeypatch):
     monkeypatch.setenv("DIRTYMNIST_ENOSPC_AT_WRITE", "2")
-    monkeypatch.setattr(space, "_writes", 0)
+    monkeypatch.setattr(space, "_counts", {})
     atomic_write_text(tmp_path / "a.txt", "1")
     with pytest.raises(SpaceError, match="b.txt: write failed"):
         atomic_write_text(tmp_path / "b.txt", "2")

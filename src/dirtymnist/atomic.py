@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dirtymnist.space import maybe_inject_enospc, space_errors
+from dirtymnist.space import maybe_inject_enospc, nth_call, space_errors
 
 
 @contextlib.contextmanager
@@ -42,9 +42,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-_writes = 0
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -55,12 +52,7 @@ def _maybe_inject_kill() -> None:
     """Fault injection for the kill/resume tests: DIRTYMNIST_KILL_AT_WRITE=N makes this
     process SIGKILL itself during its N-th atomic write, after the temp file is complete and
     before the rename -- the worst moment for a non-atomic writer."""
-    global _writes
-    target = os.environ.get("DIRTYMNIST_KILL_AT_WRITE")
-    if not target:
-        return
-    _writes += 1
-    if _writes == int(target):
+    if nth_call("DIRTYMNIST_KILL_AT_WRITE"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

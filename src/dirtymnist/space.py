@@ -53,19 +53,23 @@ def ensure_free(path: str | os.PathLike, need_bytes: int, what: str) -> None:
                          "free some space or choose another folder")
 
 
-_writes = 0
+_counts: dict[str, int] = {}  # calls of `nth_call` per environment variable, in this process
+
+
+def nth_call(var: str) -> bool:
+    """Fault injection: True at this process's N-th call when environment variable `var` = N."""
+    target = os.environ.get(var)
+    if not target:
+        return False
+    _counts[var] = _counts.get(var, 0) + 1
+    return _counts[var] == int(target)
 
 
 def maybe_inject_enospc() -> None:
     """Fault injection for tests where no small filesystem can be mounted:
     DIRTYMNIST_ENOSPC_AT_WRITE=N makes this process's N-th big write (atomic writes,
     preallocations) fail as a full disk does."""
-    global _writes
-    target = os.environ.get("DIRTYMNIST_ENOSPC_AT_WRITE")
-    if not target:
-        return
-    _writes += 1
-    if _writes == int(target):
+    if nth_call("DIRTYMNIST_ENOSPC_AT_WRITE"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
