@@ -16,8 +16,10 @@ from conftest import train_argv, write_dataset
 
 from dirtymnist.cli import main as cli_main
 from dirtymnist.dataset import read_label_csv
-from dirtymnist.errors import DataError
-from dirtymnist.report import THRESHOLD_GRID, analyse_oof, build_report, read_thresholds
+from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.metrics import label_accuracy
+from dirtymnist.report import THRESHOLD_GRID, analyse_oof, build_report
+from dirtymnist.thresholds import load_oof, load_thresholds
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -65,16 +67,15 @@ def test_analyse_oof_counts():
     assert analyse_oof(probs, true, t, LETTERS)["errors"].tolist() == [2, 0, 2]
 
 
-def test_read_thresholds(tmp_path):
-    assert read_thresholds(tmp_path) is None
-    (tmp_path / "thresholds.json").write_text(json.dumps({"a": 0.3, "z": 0.7}))
-    t = read_thresholds(tmp_path)
-    assert t.shape == (26,) and t[0] == 0.3 and t[25] == 0.7 and t[1] == 0.5
-    (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": {"b": 0.2}}))
-    assert read_thresholds(tmp_path)[1] == 0.2
-    (tmp_path / "thresholds.json").write_text(json.dumps({"a": 2}))
-    with pytest.raises(DataError, match=r"in \[0, 1\]"):
-        read_thresholds(tmp_path)
+def test_analyse_oof_decides_as_submissions_do():
+    """Strictly above the threshold (p == t is not a letter), and count-aware decoding."""
+    from dirtymnist.thresholds import Thresholds
+
+    true = np.zeros((1, 26), np.uint8)
+    probs = np.full((1, 26), 0.5, np.float32)  # exactly at 0.5: no letter, as predict decides
+    assert analyse_oof(probs, true, 0.5, LETTERS)["pred"].sum() == 0
+    count = Thresholds(np.full(26, 0.5), "count")  # count decoding still keeps 10 letters
+    assert analyse_oof(probs, true, count, LETTERS)["pred"].sum() == 10
 
 
 def test_report_is_self_contained(tiny_run, tmp_path):
@@ -112,13 +113,24 @@ def test_report_uses_thresholds_json_and_png_fallback(tiny_run, tmp_path):
     # a data folder without the cache: labels from the CSV, gallery from the PNGs
     plain = tmp_path / "plain"
     shutil.copytree(data, plain, ignore=shutil.ignore_patterns(".dirtymnist_cache"))
-    (run / "thresholds.json").write_text(json.dumps({k: 0.0 for k in LETTERS}))
+    # the format `dirtymnist thresholds` writes and predict / package read, with count decoding
+    (run / "thresholds.json").write_text(json.dumps({"thresholds": {k: 0.01 for k in LETTERS}, "decode": "count"}))
     rep = build_report(run, data_dir=plain, out=tmp_path / "out" / "r.html", gallery=4)
     assert rep.html.is_file() and (tmp_path / "out" / "gallery.png").is_file()
-    # threshold 0 predicts every letter: accuracy = fraction of positive labels
-    labels = read_label_csv(plain / "dirty_mnist_2nd_answer.csv").labels
-    assert rep.oof["thresholds"] == "thresholds.json"
-    assert rep.oof["label_acc"] == pytest.approx(labels.mean())
+    # the report scores the rule a submission uses: every letter is above 0.01, and count
+    # decoding keeps the 14 most certain of each image (a plain threshold would keep all 26)
+    table = read_label_csv(plain / "dirty_mnist_2nd_answer.csv")
+    probs, index = load_oof(run)
+    true = table.labels[np.searchsorted(table.index, index)]
+    pred = load_thresholds(run / "thresholds.json").apply(probs)
+    assert (pred.sum(axis=1) == 14).all()
+    assert rep.oof["thresholds"] == "thresholds.json (count)"
+    assert rep.oof["label_acc"] == pytest.approx(label_accuracy(pred, true))
+    assert rep.oof["label_acc"] != pytest.approx(true.mean())  # not the everything-present score
+    # a file no submission could use is refused, as predict refuses it
+    (run / "thresholds.json").write_text(json.dumps({k: 0.0 for k in LETTERS}))
+    with pytest.raises(ConfigError, match="thresholds.json: needs 'thresholds'"):
+        build_report(run, data_dir=plain, out=tmp_path / "out" / "r.html", gallery=4)
 
 
 def test_report_needs_data(tiny_run, tmp_path, capsys):

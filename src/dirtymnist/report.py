@@ -26,6 +26,7 @@ from dirtymnist.errors import DataError
 from dirtymnist.explain import explain_worst
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
 from dirtymnist.runs import RunRecord, find_data_dir, load_run
+from dirtymnist.thresholds import THRESHOLDS_JSON, Thresholds, load_thresholds
 from dirtymnist.tracking import log_report
 
 log = logging.getLogger(__name__)
@@ -48,31 +49,6 @@ class Report:
 
 
 # --------------------------------------------------------------------------- inputs
-def read_thresholds(run_dir: str | os.PathLike, letters=layout.LETTERS) -> np.ndarray | None:
-    """(26,) per-letter thresholds from `RUN/thresholds.json` ({letter: t}, optionally under a
-    "thresholds" key; missing letters get 0.5), or None when the file is absent."""
-    path = Path(run_dir) / "thresholds.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not JSON ({exc.msg})") from None
-    if isinstance(data, dict) and isinstance(data.get("thresholds"), (dict, list)):
-        data = data["thresholds"]
-    if isinstance(data, list) and len(data) == len(letters):
-        data = dict(zip(letters, data))
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected {{letter: threshold}}")
-    try:
-        values = np.array([float(data.get(k, 0.5)) for k in letters])
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: thresholds must be numbers") from None
-    if not np.all((values >= 0) & (values <= 1)):
-        raise DataError(f"{path}: thresholds must lie in [0, 1]")
-    return values
-
-
 class _TrainImages:
     """Labels and images of training indices: from the cache when built, else from the PNGs."""
 
@@ -115,18 +91,22 @@ class _TrainImages:
 
 
 # --------------------------------------------------------------------------- analysis
-def analyse_oof(probs: np.ndarray, true01: np.ndarray, thresholds: np.ndarray,
+def analyse_oof(probs: np.ndarray, true01: np.ndarray, thresholds,
                 letters=layout.LETTERS) -> dict:
-    """Scores of OOF probabilities (N, 26) against 0/1 targets at `thresholds` (scalar or (26,)).
+    """Scores of OOF probabilities (N, 26) against 0/1 targets, decided by the submissions' rule
+    (`thresholds.Thresholds.apply`: p > t, or count-aware decoding); `thresholds` is a
+    `Thresholds` or a scalar / (26,) array of per-letter thresholds.
 
     Returns label_acc, exact_match, per_letter (metrics.per_letter_stats), missed / hallucinated
     (26,) counts, confusion (26, 26) counts of images where letter i was missed while letter j
     was hallucinated, errors (N,) per image, and the global-threshold curve (grid, curve).
     """
     true = true01.astype(bool)
-    pred = probs >= np.asarray(thresholds)
+    if not isinstance(thresholds, Thresholds):
+        thresholds = Thresholds(np.broadcast_to(np.asarray(thresholds, np.float64), (probs.shape[1],)).copy())
+    pred = thresholds.apply(probs).astype(bool)
     missed, halluc = true & ~pred, pred & ~true
-    curve = np.array([float(((probs >= t) == true).mean()) for t in THRESHOLD_GRID])
+    curve = np.array([float(((probs > t) == true).mean()) for t in THRESHOLD_GRID])
     return {
         "label_acc": label_accuracy(pred, true),
         "exact_match": exact_match(pred, true),
@@ -185,8 +165,9 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     fold_of = np.concatenate([np.full(len(r.probs), r.fold) for r in with_oof])
     data = _TrainImages(find_data_dir(run_dir, data_dir))
     true = data.labels(index)
-    file_thresholds = read_thresholds(run_dir, letters)
-    thresholds = file_thresholds if file_thresholds is not None else np.full(len(letters), 0.5)
+    # the rule a submission of this run uses: RUN/thresholds.json when present, else 0.5
+    from_file = (run_dir / THRESHOLDS_JSON).is_file()
+    thresholds = load_thresholds(run_dir / THRESHOLDS_JSON) if from_file else Thresholds(np.full(len(letters), 0.5))
     a = analyse_oof(probs, true, thresholds, letters)
     for row in fold_rows:
         sel = fold_of == row["fold"]
@@ -199,7 +180,7 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         "letters": plots.plot_letter_bars(a["per_letter"]),
         "confusion": plots.plot_confusion(a["confusion"], a["missed"], a["hallucinated"], letters),
         "threshold": plots.plot_threshold_curve(
-            a["grid"], a["curve"], a["label_acc"] if file_thresholds is not None else None),
+            a["grid"], a["curve"], a["label_acc"] if from_file else None),
     }
     worst = np.lexsort((-a["badness"], -a["errors"]))[:gallery]  # most errors first
     heat_note = ""
@@ -219,7 +200,7 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         pngs.append(path)
 
     best = int(np.argmax(a["curve"]))
-    oof = {"images": len(probs), "thresholds": "thresholds.json" if file_thresholds is not None else "0.5",
+    oof = {"images": len(probs), "thresholds": (f"thresholds.json ({thresholds.decode})" if from_file else "0.5"),
            "label_acc": a["label_acc"], "exact_match": a["exact_match"],
            "label_acc_05": float(a["curve"][int(np.argmin(np.abs(a["grid"] - 0.5)))]),
            "best_threshold": float(a["grid"][best]), "best_threshold_acc": float(a["curve"][best])}
