@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from dirtymnist.serve import launch
 
 
 def main() -> int:
@@ -26,20 +27,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    server = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", args.run, "--port", str(port)],
-                              env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = launch([args.run], env=env, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{url}/api/info", timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         png = Path(args.png).read_bytes()
         times = []
         for _ in range(args.n):

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 
 def main() -> int:
@@ -34,11 +31,9 @@ def main() -> int:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", *args.runs, "--data", args.data,
-                               "--port", str(port)])
+    from dirtymnist.serve import launch
+
+    server, url = launch([*args.runs, "--data", args.data])
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={args.size}",
@@ -46,14 +41,8 @@ def main() -> int:
         options.add_argument(arg)
     driver = None
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(f"{url}/")
         while not driver.execute_script("return document.body.getAttribute('data-ready')"):
             time.sleep(0.1)
         driver.execute_script(f"document.getElementById('split').value = '{args.split}';"

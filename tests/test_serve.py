@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.dataset import read_label_csv
 from dirtymnist.predict import predict
+from dirtymnist.serve import launch
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -247,11 +247,10 @@ def test_page_in_browser(served, tmp_path):
     bad = tmp_path / "colour.png"
     cv2.imwrite(str(bad), np.zeros((256, 256, 3), np.uint8))
 
-    port = _free_port()
     # the run and its one checkpoint: two columns side by side, the same model
-    server = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", str(run), str(run / "fold0" / "best.pt"),
-                               "--data", str(data), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the server imports torch and loads the models first; launch() waits until it answers
+    server, base = launch([run, run / "fold0" / "best.pt", "--data", data], timeout=60,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -260,17 +259,8 @@ def test_page_in_browser(served, tmp_path):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = None
     try:
-        deadline = time.time() + 60
-        while True:  # the server imports torch and loads the models first
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.time() < deadline, "the server did not start"
-                time.sleep(0.3)
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(f"{base}/")
         _wait(driver, "return document.body.getAttribute('data-ready')")
         driver.find_element(By.ID, "files").send_keys(str(png))
         _wait(driver, "return document.querySelectorAll('.card').length == 1 && "

@@ -332,3 +332,33 @@ def serve(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | None 
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def launch(argv: Sequence[str | os.PathLike], *, timeout: float = 120.0, **popen):
+    """Start `dirtymnist serve ARGV` in a subprocess on a free loopback port and wait until it
+    answers (it imports torch and loads its models first). Returns (process, base URL): for the
+    benchmark, the screenshot script and the browser test, which drive the page from outside.
+    `popen`: extra `subprocess.Popen` arguments (env, stdout...)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "dirtymnist", "serve", *map(str, argv), "--port", str(port)],
+                            **popen)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/info", timeout=5).close()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.communicate()[0]
+                raise RuntimeError(f"dirtymnist serve did not start (exit {proc.returncode}): {out}") from None
+            time.sleep(0.2)
