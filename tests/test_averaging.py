@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import train_argv, write_dataset
 
-from dirtymnist.averaging import average_run, mean_state_dict
+from dirtymnist.average import average_run
+from dirtymnist.averaging import mean_state_dict
 from dirtymnist.checkpoint import load_checkpoint, load_model
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError

@@ -176,7 +176,7 @@ def test_ensemble_refuses_files_of_other_rows(tiny, tmp_path, capsys):
 
 
 def test_an_export_folder_gives_the_chosen_checkpoint_kind_only(tmp_path):
-    from dirtymnist.predict import resolve_run
+    from dirtymnist.checkpoint import resolve_run
 
     for name in ("fold0.onnx", "fold1.onnx", "fold0_swa.onnx", "fold1_swa.onnx", "fold0_averaged.onnx"):
         (tmp_path / name).write_bytes(b"")

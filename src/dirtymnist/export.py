@@ -89,12 +89,11 @@ def load_onnx(path: str | os.PathLike, threads: int = 0):
 def export_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                fmt: str = "onnx", opset: int = OPSET, checkpoint: str = "best") -> list[Exported]:
     """Export every fold model of a run (or one checkpoint file) and check each with onnxruntime."""
-    from dirtymnist.predict import resolve_run
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}; choose from {', '.join(FORMATS)}")
     done = []
-    from dirtymnist.package import model_name
+    from dirtymnist.checkpoint import model_name, resolve_run
 
     for ckpt in resolve_run(run, checkpoint=checkpoint):
         target = ckpt.with_suffix(".onnx") if out_dir is None else Path(out_dir) / f"{model_name(ckpt)}.onnx"

@@ -86,7 +86,7 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     thresholds: "auto" (RUN/thresholds.json of a single run if present, else 0.5), a number,
     or a thresholds.json path. The sample submission comes from `data_dir` (or the run's data).
     """
-    from dirtymnist.predict import resolve_run
+    from dirtymnist.checkpoint import model_name, resolve_run
     from dirtymnist.thresholds import THRESHOLDS_JSON, parse_thresholds
     from dirtymnist.transforms import TTA_PRESETS
 
@@ -153,13 +153,6 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     (out / "data").mkdir(exist_ok=True)
     plan.files = [(str(p.relative_to(out)), p.stat().st_size) for p in sorted(out.rglob("*")) if p.is_file()]
     return plan
-
-
-def model_name(ckpt: Path) -> str:
-    """`fold0/best.pt` -> fold0, `fold0/averaged.pt` -> fold0_averaged, `x.pt` -> x."""
-    if ckpt.parent.name.startswith("fold"):
-        return ckpt.parent.name if ckpt.name == "best.pt" else f"{ckpt.parent.name}_{ckpt.stem}"
-    return ckpt.stem
 
 
 def export_weights(ckpt: Path, target_stem: Path) -> None:

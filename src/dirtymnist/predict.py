@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dirtymnist import layout
+from dirtymnist.checkpoint import resolve_run
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.outputs import check_output_path
 from dirtymnist.thresholds import Thresholds, combine, parse_thresholds
@@ -49,40 +50,6 @@ class PredictResult:
 
 
 # --------------------------------------------------------------------------- models
-def resolve_run(run: str | os.PathLike, engine: str = "torch", checkpoint: str = "best") -> list[Path]:
-    """The model files of one RUN argument: a run directory's `fold*/{checkpoint}.pt` or one file.
-
-    checkpoint: best | last | averaged (`dirtymnist average`) | swa (`swa_epochs`).
-
-    With engine="onnx" each checkpoint stands for the `.onnx` file `export` wrote beside it; a
-    folder of `.onnx` files (an `export --out` folder) or one `.onnx` file also works.
-    """
-    run = Path(run)
-    if not run.exists():
-        raise ConfigError(f"{run}: no such run directory or checkpoint")
-    if run.is_dir():
-        from dirtymnist.averaging import CHECKPOINT_NAMES
-
-        if checkpoint not in CHECKPOINT_NAMES:
-            raise ConfigError(f"--checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINT_NAMES)}")
-        found = sorted(run.glob(f"fold*/{checkpoint}.pt"), key=lambda p: _fold_number(p.parent.name))
-        if not found and engine == "onnx":  # an `export --out` folder: fold0.onnx, fold0_swa.onnx, ...
-            kinds = tuple(f"_{k}" for k in CHECKPOINT_NAMES if k != "best")
-            found = sorted(p for p in run.glob("*.onnx")
-                           if (p.stem.endswith(f"_{checkpoint}") if checkpoint != "best" else not p.stem.endswith(kinds)))
-        if not found:
-            hint = {"averaged": "; run `dirtymnist average` first", "swa": "; train with --set swa_epochs=N"}
-            raise ConfigError(f"{run}: no fold*/{checkpoint}.pt checkpoints{hint.get(checkpoint, ' (not a run directory?)')}")
-    else:
-        found = [run]
-    if engine == "onnx":
-        found = [p if p.suffix == ".onnx" else p.with_suffix(".onnx") for p in found]
-        for p in found:
-            if not p.is_file():
-                raise ConfigError(f"{p}: ONNX model not found; run `dirtymnist export {run}` first")
-    return found
-
-
 def load_member(path: Path, engine: str, device: torch.device):
     """(model in eval mode, TrainConfig, letters) of a checkpoint or an exported ONNX file."""
     if engine == "onnx":
@@ -378,8 +345,3 @@ def _progress(loader, desc: str):
 
     # a notebook widget or a terminal bar only (disable=None), so logs and tests stay clean
     return tqdm(loader, desc=desc, unit="batch", leave=False, disable=None, dynamic_ncols=True)
-
-
-def _fold_number(name: str) -> int:
-    digits = name.removeprefix("fold")
-    return int(digits) if digits.isdigit() else 1 << 30

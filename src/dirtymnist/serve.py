@@ -49,7 +49,8 @@ class Inference:
     def __init__(self, runs: Sequence[str | os.PathLike], tta: str = "none", device: str | None = None):
         import torch
 
-        from dirtymnist.predict import choose_device, resolve_run, tta_views
+        from dirtymnist.checkpoint import resolve_run
+        from dirtymnist.predict import choose_device, tta_views
         from dirtymnist.thresholds import THRESHOLDS_JSON, parse_thresholds
 
         if not runs:

@@ -137,7 +137,7 @@ def load_oof(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: run directory not found")
-    folds = sorted(run_dir.glob("fold*/oof.npy"), key=lambda p: _fold_number(p.parent))
+    folds = sorted(run_dir.glob("fold*/oof.npy"), key=lambda p: layout.fold_number(p.parent.name))
     if not folds:
         raise ConfigError(f"{run_dir}: no fold*/oof.npy files (train at least one fold first)")
     from dirtymnist.outputs import verify_set
@@ -314,8 +314,3 @@ def parse_thresholds(spec: str | float | Thresholds, runs: Sequence[str | os.Pat
 
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
-
-
-def _fold_number(path: Path) -> int:
-    digits = path.name.removeprefix("fold")
-    return int(digits) if digits.isdigit() else 1 << 30
