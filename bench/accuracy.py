@@ -25,19 +25,16 @@ import torch
 from precision import train_steps_per_minute  # bench/precision.py (this folder)
 
 from dirtymnist import layout
-from dirtymnist.cache import build_cache, open_split
+from dirtymnist.arrays import sigmoid
 from dirtymnist.config import load_config
-from dirtymnist.dataset import DataPaths
+from dirtymnist.data.cache import build_cache, open_split
+from dirtymnist.data.dataset import DataPaths
+from dirtymnist.data.synth import write_dataset
+from dirtymnist.infer.predict import predict_rows
+from dirtymnist.infer.thresholds import GRID, fit
 from dirtymnist.metrics import exact_match, label_accuracy
-from dirtymnist.predict import predict_rows
-from dirtymnist.synth import write_dataset
-from dirtymnist.thresholds import GRID, fit
-from dirtymnist.train import StopTraining, train
-from dirtymnist.transforms import TTA_PRESETS
-
-
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
+from dirtymnist.model.transforms import TTA_PRESETS
+from dirtymnist.train.loop import StopTraining, train
 
 
 class BudgetProbe:
@@ -65,7 +62,7 @@ class BudgetProbe:
 
     def _probs(self, model, cfg, part, tta):
         images, rows, _ = part
-        return _sigmoid(predict_rows(model, cfg, images, rows, self.device, TTA_PRESETS[tta], 32))
+        return sigmoid(predict_rows(model, cfg, images, rows, self.device, TTA_PRESETS[tta], 32))
 
     def _evaluate(self, model, cfg) -> dict:
         model.eval()
@@ -165,7 +162,7 @@ def main() -> None:
             spm = args.steps_per_min or train_steps_per_minute(cfg, cfg.batch_size)
             n_rows = args.train * (cfg.folds_k - 1) // cfg.folds_k  # the training folds
             print(f"{recipe}: " + fit_stages(cfg, args.minutes, spm, n_rows))
-        from dirtymnist.folds import make_folds, read_folds
+        from dirtymnist.data.folds import make_folds, read_folds
 
         folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed, method=cfg.folds_method)
         train_split = open_split(cache, "train")

@@ -5,7 +5,7 @@
     .venv/bin/python bench/cache.py --data-dir DATA # on a real competition-layout folder
 
 Team's way: a loop of cv2.imread(path, cv2.IMREAD_COLOR), np.array(list), np.save, per split.
-Ours: dirtymnist.cache.build_cache (grayscale, process pool, writes straight into a memmap).
+Ours: dirtymnist.data.cache.build_cache (grayscale, process pool, writes straight into a memmap).
 Both read the same files, after one warm-up pass so the page cache favours neither.
 Opening is timed on a 50,000-image cache made cheaply as a sparse file with a valid manifest
 (its pixels are all zero: opening does not read pixels), in a fresh process.
@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from dirtymnist import layout
-from dirtymnist.cache import FORMAT_VERSION, MANIFEST, build_cache, open_split
-from dirtymnist.dataset import DataPaths, list_split
+from dirtymnist.data.cache import FORMAT_VERSION, MANIFEST, build_cache, open_split
+from dirtymnist.data.dataset import DataPaths, list_split
 
 
 def make_images(root: Path, n_train: int, n_test: int, seed: int = 0) -> DataPaths:
@@ -112,7 +112,7 @@ def rss_mb():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
-from dirtymnist.cache import open_split
+from dirtymnist.data.cache import open_split
 before = rss_mb()
 t = time.perf_counter()
 train = open_split(sys.argv[1], 'train')

@@ -169,7 +169,7 @@ def fill(folder: Path, leave: int) -> Path:
 def same_weights(a: Path, b: Path) -> list[str]:
     import torch
 
-    from dirtymnist.checkpoint import load_checkpoint
+    from dirtymnist.model.checkpoint import load_checkpoint
 
     x, y = load_checkpoint(a), load_checkpoint(b)
     if x["epoch"] != y["epoch"]:
@@ -180,8 +180,8 @@ def same_weights(a: Path, b: Path) -> list[str]:
 
 def loadable_run(run: Path) -> list[str]:
     """Every checkpoint present loads; every fold's OOF set verifies or is refused cleanly."""
-    from dirtymnist.checkpoint import load_checkpoint
     from dirtymnist.errors import DirtyMnistError
+    from dirtymnist.model.checkpoint import load_checkpoint
     from dirtymnist.outputs import verify_set
 
     problems = []
@@ -198,8 +198,8 @@ def loadable_run(run: Path) -> list[str]:
 
 def cache_ok(cache: Path, data: Path) -> list[str]:
     """The cache opens with the sources' pixels, or is refused as incomplete."""
-    from dirtymnist.cache import open_split
-    from dirtymnist.dataset import read_image
+    from dirtymnist.data.cache import open_split
+    from dirtymnist.data.dataset import read_image
     from dirtymnist.errors import DataError
 
     problems = []
@@ -328,7 +328,7 @@ def two_writers(work: Path, rounds: int, data: Path, cache: Path) -> Row:
 
 def parallel_folds(work: Path, rounds: int) -> Row:
     """`train --fold 0` and `--fold 1` started together on a folder with no cache yet."""
-    from dirtymnist.checkpoint import load_checkpoint
+    from dirtymnist.model.checkpoint import load_checkpoint
 
     row = Row("parallel folds on an uncached folder")
     for r in range(rounds):
@@ -391,7 +391,7 @@ def kill_predict(work: Path, rounds: int, rng: random.Random, ref: Path, data: P
                  cache: Path, span: float) -> Row:
     """SIGKILL `predict --out` at random moments over an older set: never a silently mixed set."""
     from dirtymnist.errors import DirtyMnistError
-    from dirtymnist.predict import ensemble
+    from dirtymnist.infer.predict import ensemble
 
     row = Row("SIGKILL during `predict` (random moment)")
     out = work / "kill-predict" / "sub.csv"

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.engine import autocast_context, to_input
-from dirtymnist.losses import build_loss
-from dirtymnist.models import build_model
-from dirtymnist.train import build_grad_scaler, build_optimizer
+from dirtymnist.model.build import build_model
+from dirtymnist.train.engine import autocast_context, to_input
+from dirtymnist.train.loop import build_grad_scaler, build_optimizer
+from dirtymnist.train.losses import build_loss
 
 
 def _step(model, opt, scaler, loss_fn, x, y, cfg, device):

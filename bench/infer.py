@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.engine import to_input
-from dirtymnist.models import build_model
-from dirtymnist.transforms import TTA_PRESETS
+from dirtymnist.model.build import build_model
+from dirtymnist.model.transforms import TTA_PRESETS
+from dirtymnist.train.engine import to_input
 
 CPU = torch.device("cpu")
 
@@ -50,7 +50,7 @@ def build(cfg):
 
 def engines(cfg, model, onnx_dir: Path) -> dict:
     """name -> fn(uint8 images) -> logits."""
-    from dirtymnist.export import OnnxModel
+    from dirtymnist.deliver.export import OnnxModel
 
     def eager(images):
         with torch.inference_mode():

@@ -32,8 +32,7 @@ EASY = {"letters": [3, 6], "height": [30.0, 55.0], "transparent": 0.0, "distract
 def _fill(kind, knobs, seed, n, args) -> list:
     """sources.fill_pool, kept on disk under --pool-cache so that parallel and later runs of
     this bench skip rendering the same scenes (npz of arrays: no pickle)."""
-    from dirtymnist import sources
-
+    from dirtymnist.train import sources
     if not args.pool_cache:
         return sources.fill_pool(kind, knobs, seed, n, args.workers)
     import dirtymnist
@@ -124,7 +123,7 @@ def _steps_per_minute(args) -> int:
 def run(args) -> None:
     import torch
 
-    from dirtymnist.train import train_fold
+    from dirtymnist.train.loop import train_fold
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -160,10 +159,10 @@ def _final_tta(checkpoint: Path, split, rows) -> dict:
     """Label accuracy (threshold 0.5) of the arm's last model on the test rows, per TTA preset."""
     import torch
 
-    from dirtymnist.checkpoint import load_model
+    from dirtymnist.infer.predict import predict_rows
     from dirtymnist.metrics import label_accuracy
-    from dirtymnist.predict import predict_rows
-    from dirtymnist.transforms import TTA_PRESETS
+    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.model.transforms import TTA_PRESETS
 
     model, cfg, _ = load_model(checkpoint)
     model.eval()

@@ -18,7 +18,7 @@ import argparse
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.models import build_model
+from dirtymnist.model.build import build_model
 
 
 def saved_bytes(model, x, autocast: bool) -> int:

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from dirtymnist import layout
-from dirtymnist.package import package
-from dirtymnist.synth import write_dataset
+from dirtymnist.data.synth import write_dataset
+from dirtymnist.deliver.package import package
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(proc.stderr[-2000:])
-    from dirtymnist.evaluate import evaluate_submission
+    from dirtymnist.infer.evaluate import evaluate_submission
 
     score = evaluate_submission(submit / "output" / "submission.csv", data / layout.TEST_ANSWER_CSV)
     n = score.rows

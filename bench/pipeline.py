@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from dirtymnist.config import load_config
-from dirtymnist.engine import to_input
-from dirtymnist.models import build_model
-from dirtymnist.sources import CachedBatches, make_loader
+from dirtymnist.model.build import build_model
+from dirtymnist.train.engine import to_input
+from dirtymnist.train.sources import CachedBatches, make_loader
 
 
 class TeamDataset(Dataset):

@@ -21,8 +21,8 @@ import time
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.models import build_model
-from dirtymnist.precision import cpu_bf16_fast
+from dirtymnist.model.build import build_model
+from dirtymnist.model.precision import cpu_bf16_fast
 
 SETTINGS = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
 
@@ -43,8 +43,8 @@ def _rate(model, opt, x, amp: bool, steps: int) -> float:
 def train_steps_per_minute(cfg, batch: int, steps: int = 10) -> float:
     """Training steps per minute of `cfg`'s net on this CPU now, run as training runs it
     (the precision and memory format `auto` resolves to). Used to plan staged benchmarks."""
-    from dirtymnist.engine import autocast_context
-    from dirtymnist.precision import use_channels_last
+    from dirtymnist.model.precision import use_channels_last
+    from dirtymnist.train.engine import autocast_context
 
     cpu = torch.device("cpu")
     model = build_model(cfg, 26)

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from dirtymnist.serve import launch
+from dirtymnist.look.serve import launch
 
 
 def main() -> int:

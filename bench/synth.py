@@ -14,8 +14,8 @@ import platform
 import tempfile
 import time
 
+from dirtymnist.data.synth import write_dataset
 from dirtymnist.glyphs import load_bank
-from dirtymnist.synth import write_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ TRIAL = ["model=dm_fcn", "stages=[]", "epochs=2", "image_size=64", "batch_size=3
 
 
 def run(data: Path, out: Path, workers: int, trials: int) -> dict:
-    from dirtymnist.tune import tune
+    from dirtymnist.search.tune import tune
 
     space = out / "space.yaml"
     out.mkdir(parents=True, exist_ok=True)
@@ -47,9 +47,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from dirtymnist.cache import build_cache
-    from dirtymnist.dataset import DataPaths
-    from dirtymnist.synth import write_dataset
+    from dirtymnist.data.cache import build_cache
+    from dirtymnist.data.dataset import DataPaths
+    from dirtymnist.data.synth import write_dataset
 
     out = Path(args.out)
     data = out / "data"

@@ -17,7 +17,7 @@ import sys
 import time
 
 from dirtymnist.config import load_config
-from dirtymnist.pretrain import pretrain
+from dirtymnist.train.pretrain import pretrain
 
 
 def main(argv=None) -> int:

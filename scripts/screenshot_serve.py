@@ -31,7 +31,7 @@ def main() -> int:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    from dirtymnist.serve import launch
+    from dirtymnist.look.serve import launch
 
     server, url = launch([*args.runs, "--data", args.data])
     options = webdriver.ChromeOptions()

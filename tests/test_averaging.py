@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import train_argv, write_dataset
 
-from dirtymnist.average import average_run
-from dirtymnist.averaging import mean_state_dict
-from dirtymnist.checkpoint import load_checkpoint, load_model
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
+from dirtymnist.infer.average import average_run
+from dirtymnist.model.checkpoint import load_checkpoint, load_model
+from dirtymnist.train.averaging import mean_state_dict
 
 # test_resnet has batch norm; 3 epochs kept, the last 2 averaged by SWA
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=3", "batch_size=8", "folds_k=2",
@@ -107,7 +107,7 @@ def test_predict_export_package_take_the_averaged_checkpoints(run, tmp_path, cap
 
 
 def test_report_lists_the_averaged_checkpoints(run, tmp_path):
-    from dirtymnist.report import build_report
+    from dirtymnist.look.report import build_report
 
     data, run = run
     average_run(run, last=2)

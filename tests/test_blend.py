@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import write_dataset
 
-from dirtymnist.blend import blend, fit_weights, simplex_grid
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
+from dirtymnist.infer.blend import blend, fit_weights, simplex_grid
+from dirtymnist.infer.predict import ensemble, predict
+from dirtymnist.infer.submission import align_to, load_probs
+from dirtymnist.infer.thresholds import combine, load_oof, oof_targets
 from dirtymnist.metrics import label_accuracy
-from dirtymnist.predict import ensemble, predict
-from dirtymnist.submission import align_to, load_probs
-from dirtymnist.thresholds import combine, load_oof, oof_targets
 
 
 def _fake_run(root, data, index, fold_of, probs) -> None:
@@ -105,7 +105,7 @@ def test_blend_file_drives_predict_ensemble_and_package(tmp_path, monkeypatch):
     settings = json.loads((tmp_path / "sub" / "input" / "settings.json").read_text())
     assert settings["weights"] == weights and settings["average"] == "logit"
     # the packaged entry script applies the weights: its submission equals predict's
-    from dirtymnist.package import run_submission
+    from dirtymnist.deliver.package import run_submission
 
     monkeypatch.chdir(tmp_path)  # run_submission moves into the folder, as main.py does; undone after the test
     assert run_submission(tmp_path / "sub", ["--data", str(data.absolute())]) == 0

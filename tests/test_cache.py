@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dirtymnist import cache, layout
-from dirtymnist.cache import build_cache, open_split
-from dirtymnist.dataset import DataPaths, read_image, read_label_csv
+from dirtymnist import layout
+from dirtymnist.data import cache
+from dirtymnist.data.cache import build_cache, open_split
+from dirtymnist.data.dataset import DataPaths, read_image, read_label_csv
 from dirtymnist.errors import DataError
 
 
@@ -47,7 +48,7 @@ def test_without_test_answer_has_no_test_labels(paths, tmp_path):
 
 
 def test_reuse_and_rebuild_on_change(paths, caplog):
-    caplog.set_level(logging.INFO, logger="dirtymnist.cache")
+    caplog.set_level(logging.INFO, logger="dirtymnist.data.cache")
     cache_dir = build_cache(paths, workers=1)
     stamp = (cache_dir / "manifest.json").stat().st_mtime_ns
     caplog.clear()
@@ -222,7 +223,7 @@ def test_two_builders_at_once_build_once(paths):
     import sys
 
     code = ("import sys, logging; logging.basicConfig(level=logging.INFO);"
-            "from dirtymnist.dataset import DataPaths; from dirtymnist.cache import build_cache;"
+            "from dirtymnist.data.dataset import DataPaths; from dirtymnist.data.cache import build_cache;"
             "build_cache(DataPaths.from_root(sys.argv[1]), workers=1)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(paths.root)], stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
@@ -240,7 +241,7 @@ def test_verify_sees_a_change_that_keeps_size_and_mtime(paths, caplog):
     png.write_bytes(other[:st.st_size].ljust(st.st_size, b"\0") if len(other) >= st.st_size else
                     other + b"\0" * (st.st_size - len(other)))
     os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))
-    caplog.set_level(logging.INFO, logger="dirtymnist.cache")
+    caplog.set_level(logging.INFO, logger="dirtymnist.data.cache")
     build_cache(paths, workers=1)
     assert "cache up to date" in caplog.text  # sizes and times alone cannot see it
     caplog.clear()

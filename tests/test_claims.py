@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from dirtymnist.claims import claim_path, gather_oof, train_claimed
+from dirtymnist.train.claims import claim_path, gather_oof, train_claimed
 
 TINY = ["model=test_resnet", "image_size=64", "batch_size=8", "epochs=2", "stages=[]", "folds_k=3"]
 

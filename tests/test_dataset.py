@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dirtymnist import layout
-from dirtymnist.dataset import DataPaths, list_split, read_image, read_label_csv
+from dirtymnist.data.dataset import DataPaths, list_split, read_image, read_label_csv
 from dirtymnist.errors import DataError
 
 HEADER = "index," + ",".join(layout.LETTERS)
@@ -132,7 +132,7 @@ def test_read_image_ok(tmp_path):
 def test_read_image_rgb_converted_with_warning(tmp_path, caplog):
     img = np.full((256, 256, 3), 200, np.uint8)
     cv2.imwrite(str(tmp_path / "c.png"), img)
-    with caplog.at_level(logging.WARNING, logger="dirtymnist.dataset"):
+    with caplog.at_level(logging.WARNING, logger="dirtymnist.data.dataset"):
         out = read_image(tmp_path / "c.png")
     assert out.shape == (256, 256) and int(out[0, 0]) == 200
     assert "c.png" in caplog.text and "converted to grayscale" in caplog.text
@@ -165,7 +165,7 @@ def test_truncated_png(tmp_path):
 
 def test_renamed_folders_are_remembered_after_cache(tmp_path, make_dataset):
     from dirtymnist.cli import main
-    from dirtymnist.dataset import DataPaths
+    from dirtymnist.data.dataset import DataPaths
 
     root = make_dataset(tmp_path / "data", n_train=6, n_test=2)
     (root / "dirty_mnist_2nd").rename(root / "train")

@@ -8,7 +8,7 @@ from conftest import random_labels, write_label_csv
 
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
-from dirtymnist.evaluate import evaluate_submission
+from dirtymnist.infer.evaluate import evaluate_submission
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import train_argv, write_dataset
 
-from dirtymnist.checkpoint import load_model
 from dirtymnist.cli import main as cli_main
-from dirtymnist.explain import explain_worst
-from dirtymnist.heatmaps import HEAT_RGB, class_maps, mean_maps, overlay
-from dirtymnist.report import build_report
-from dirtymnist.runs import load_run
+from dirtymnist.look.explain import explain_worst
+from dirtymnist.look.heatmaps import HEAT_RGB, class_maps, mean_maps, overlay
+from dirtymnist.look.report import build_report
+from dirtymnist.look.runs import load_run
+from dirtymnist.model.checkpoint import load_model
 
 
 def _train(root, overrides):
@@ -36,7 +36,7 @@ def test_class_maps_give_the_probabilities(fcn_run):
     data, run = fcn_run
     fold = load_run(run, with_oof=True).folds[0]
     model, cfg, _ = load_model(run / "fold0" / "best.pt")
-    from dirtymnist.cache import open_split
+    from dirtymnist.data.cache import open_split
 
     split = open_split(data, "train")
     rows = np.searchsorted(split.index, fold.index)
@@ -89,7 +89,7 @@ def timm_run(tmp_path_factory):
 
 def test_grad_cam_for_models_without_class_maps(timm_run, tmp_path, monkeypatch):
     pytest.importorskip("pytorch_grad_cam", reason="needs grad-cam (the dev extra)")
-    from dirtymnist.heatmaps import grad_cam
+    from dirtymnist.look.heatmaps import grad_cam
 
     data, run = timm_run
     model, cfg, _ = load_model(run / "fold0" / "best.pt")

@@ -23,9 +23,9 @@ def exported(tmp_path_factory):
 
 
 def test_onnxruntime_matches_torch(exported):
-    from dirtymnist.checkpoint import load_model
-    from dirtymnist.engine import to_input
-    from dirtymnist.export import load_onnx
+    from dirtymnist.deliver.export import load_onnx
+    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.train.engine import to_input
 
     _, run = exported
     onnx_file = run / "fold0" / "best.onnx"
@@ -44,7 +44,7 @@ def test_onnxruntime_matches_torch(exported):
 
 
 def test_predict_with_onnx_engine_matches_torch(exported, tmp_path):
-    from dirtymnist.predict import predict
+    from dirtymnist.infer.predict import predict
 
     data, run = exported
     a = predict([run], data, tta="rot90")  # fp32 on any CPU, AMX or not (precision.py)

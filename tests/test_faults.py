@@ -25,11 +25,11 @@ from dirtymnist import space  # noqa: E402
 from dirtymnist.cli import main as cli_main  # noqa: E402
 from dirtymnist.config import load_config  # noqa: E402
 from dirtymnist.errors import DataError  # noqa: E402
+from dirtymnist.infer.predict import ensemble, predict  # noqa: E402
 from dirtymnist.locks import FileLock  # noqa: E402
 from dirtymnist.outputs import verify_set  # noqa: E402
-from dirtymnist.predict import ensemble, predict  # noqa: E402
 from dirtymnist.space import SpaceError  # noqa: E402
-from dirtymnist.train import train  # noqa: E402
+from dirtymnist.train.loop import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

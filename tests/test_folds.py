@@ -7,9 +7,9 @@ import pytest
 from conftest import random_labels, write_label_csv
 
 from dirtymnist import layout
-from dirtymnist.dataset import DataPaths, read_label_csv
+from dirtymnist.data.dataset import DataPaths, read_label_csv
+from dirtymnist.data.folds import load_folds, make_folds, read_folds
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.folds import load_folds, make_folds, read_folds
 
 
 @pytest.fixture

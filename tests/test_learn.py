@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from dirtymnist.checkpoint import load_checkpoint
 from dirtymnist.config import load_config
-from dirtymnist.crops import letter_maps, make_knobs, render_dense, render_glyph_crop
-from dirtymnist.models import build_model
-from dirtymnist.synth import Placed, render_scene
+from dirtymnist.data.crops import letter_maps, make_knobs, render_dense, render_glyph_crop
+from dirtymnist.data.synth import Placed, render_scene
+from dirtymnist.model.build import build_model
+from dirtymnist.model.checkpoint import load_checkpoint
 
 EASY = {"letters": [3, 3], "height": [40.0, 40.0], "transparent": 0.0, "distractors": [0, 0]}
 
@@ -63,7 +63,7 @@ def test_each_head_gives_the_right_shapes(head, model):
 
 
 def test_pretrained_weights_load_into_every_preset(tmp_path):
-    from dirtymnist.pretrain import pretrain
+    from dirtymnist.train.pretrain import pretrain
 
     for preset in ("cpu", "default", "winner", "seed"):
         shrink = [] if preset in ("cpu", "default") else ["model=efficientnet_b0", "pretrained="]
@@ -116,8 +116,8 @@ def test_training_scenes_never_repeat_a_dataset_written_with_the_same_seed():
     synthetic test set into training, which once inflated the demo's test accuracy)."""
     import numpy as np
 
-    from dirtymnist.sources import SynthBatches
-    from dirtymnist.synth import render_scene
+    from dirtymnist.data.synth import render_scene
+    from dirtymnist.train.sources import SynthBatches
 
     stage = SynthBatches("synth", {}, 1, 1, seed=0, epoch=0)
     for index in (0, 1, 4000):
@@ -126,7 +126,7 @@ def test_training_scenes_never_repeat_a_dataset_written_with_the_same_seed():
 
 
 def test_pools_reduce_class_maps_as_documented():
-    from dirtymnist.models import ClassMapHead
+    from dirtymnist.model.build import ClassMapHead
 
     maps = torch.zeros(1, 1, 4, 4)
     maps[0, 0, 1, 2] = 8.0  # one strong position among 16

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.engine import sam_second_step
 from dirtymnist.errors import ConfigError
-from dirtymnist.mixing import mix_batch
+from dirtymnist.train.engine import sam_second_step
+from dirtymnist.train.mixing import mix_batch
 
 
 def _gen(seed=0):

@@ -36,8 +36,8 @@ def test_dry_run_lists_contents_and_writes_nothing(tiny_run, tmp_path, capsys):
 
 
 def test_folder_runs_like_the_container_and_matches_predict(tiny_run, tmp_path):
-    from dirtymnist.evaluate import evaluate_submission
-    from dirtymnist.predict import predict
+    from dirtymnist.infer.evaluate import evaluate_submission
+    from dirtymnist.infer.predict import predict
 
     data, run = tiny_run
     out = tmp_path / "submit"
@@ -45,7 +45,7 @@ def test_folder_runs_like_the_container_and_matches_predict(tiny_run, tmp_path):
                      "--thresholds", "0.4"]) == 0
     for name in ("Dockerfile", "main.py", "input/requirements.txt", "input/settings.json",
                  "input/sample_submission.csv", "input/models/run0_fold0.safetensors",
-                 "input/models/run0_fold0.json", "dirtymnist/predict.py"):
+                 "input/models/run0_fold0.json", "dirtymnist/infer/predict.py"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.pt")), "no pickled checkpoints in the submission"
     docker = (out / "Dockerfile").read_text()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dirtymnist import precision
 from dirtymnist.config import load_config
-from dirtymnist.engine import autocast_context, to_input
 from dirtymnist.errors import ConfigError
-from dirtymnist.models import build_model
+from dirtymnist.model import precision
+from dirtymnist.model.build import build_model
+from dirtymnist.train.engine import autocast_context, to_input
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -51,7 +51,7 @@ def test_auto_on_cuda_is_bf16_only_where_the_card_computes_it_natively(monkeypat
 
 @pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
 def test_fp16_training_gets_a_grad_scaler(monkeypatch):
-    from dirtymnist.train import build_grad_scaler
+    from dirtymnist.train.loop import build_grad_scaler
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert build_grad_scaler(load_config("cpu"), CUDA) is not None

@@ -12,10 +12,10 @@ from conftest import write_dataset
 
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
-from dirtymnist.dataset import read_label_csv
-from dirtymnist.predict import evaluate_tta, predict, predict_rows
-from dirtymnist.submission import load_probs, save_probs
-from dirtymnist.transforms import TTA_PRESETS
+from dirtymnist.data.dataset import read_label_csv
+from dirtymnist.infer.predict import evaluate_tta, predict, predict_rows
+from dirtymnist.infer.submission import load_probs, save_probs
+from dirtymnist.model.transforms import TTA_PRESETS
 
 # stages=[]: the cpu preset may start with generated-scene stages; these tests need the data stage only
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=1", "batch_size=8", "folds_k=2",
@@ -64,8 +64,8 @@ def test_ensemble_of_identical_runs_equals_one_run(tiny):
 
 
 def test_tta_none_and_identity_views_equal_plain_predict(tiny):
-    from dirtymnist.cache import open_split
-    from dirtymnist.checkpoint import load_model
+    from dirtymnist.data.cache import open_split
+    from dirtymnist.model.checkpoint import load_model
 
     data, run = tiny
     split = open_split(data, "test")
@@ -176,7 +176,7 @@ def test_ensemble_refuses_files_of_other_rows(tiny, tmp_path, capsys):
 
 
 def test_an_export_folder_gives_the_chosen_checkpoint_kind_only(tmp_path):
-    from dirtymnist.checkpoint import resolve_run
+    from dirtymnist.model.checkpoint import resolve_run
 
     for name in ("fold0.onnx", "fold1.onnx", "fold0_swa.onnx", "fold1_swa.onnx", "fold0_averaged.onnx"):
         (tmp_path / name).write_bytes(b"")

@@ -13,8 +13,8 @@ from conftest import TEST_START, write_dataset
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.pseudo import make_targets, select_confident
-from dirtymnist.submission import save_probs
+from dirtymnist.infer.submission import save_probs
+from dirtymnist.train.pseudo import make_targets, select_confident
 
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=1", "batch_size=8", "folds_k=2",
         "head=lse", "lr=0.001"]
@@ -51,9 +51,9 @@ def test_select_confident_and_targets():
 
 
 def test_pseudo_training_never_reads_test_answers_and_keeps_validation_clean(tmp_path):
-    from dirtymnist.cache import build_cache
-    from dirtymnist.dataset import DataPaths
-    from dirtymnist.train import train
+    from dirtymnist.data.cache import build_cache
+    from dirtymnist.data.dataset import DataPaths
+    from dirtymnist.train.loop import train
 
     n_test = 16
     data = write_dataset(tmp_path / "data", n_train=32, n_test=n_test, seed=2)
@@ -66,7 +66,7 @@ def test_pseudo_training_never_reads_test_answers_and_keeps_validation_clean(tmp
     save_probs(probs_file, probs, np.arange(TEST_START, TEST_START + n_test))
 
     with watch_opens() as opened:  # positive control: the spy sees an answer file being read
-        from dirtymnist.dataset import list_split
+        from dirtymnist.data.dataset import list_split
 
         list_split(DataPaths.from_root(data), "test")
     assert any(p.endswith("test_answer.csv") for p in opened)
@@ -84,10 +84,10 @@ def test_pseudo_training_never_reads_test_answers_and_keeps_validation_clean(tmp
 
 
 def test_pseudo_file_of_other_rows_is_a_one_line_error_and_none_confident_warns(tmp_path, caplog):
-    from dirtymnist.cache import build_cache
-    from dirtymnist.dataset import DataPaths
-    from dirtymnist.pseudo import load_pseudo
-    from dirtymnist.train import train
+    from dirtymnist.data.cache import build_cache
+    from dirtymnist.data.dataset import DataPaths
+    from dirtymnist.train.loop import train
+    from dirtymnist.train.pseudo import load_pseudo
 
     data = write_dataset(tmp_path / "data", n_train=16, n_test=4, seed=2)
     unsure = tmp_path / "unsure.probs.npy"
@@ -114,7 +114,7 @@ def test_train_cli_pseudo_flag_sets_the_config(tmp_path, capsys):
 
 def test_the_pseudo_file_is_named_by_its_content_so_a_rewritten_one_refuses_to_resume(tmp_path):
     from dirtymnist.config import diff_configs, load_config
-    from dirtymnist.pseudo import settle_pseudo
+    from dirtymnist.train.pseudo import settle_pseudo
 
     probs = tmp_path / "round1.probs.npy"
     np.save(probs, np.full((4, 26), 0.9, np.float32))

@@ -15,11 +15,11 @@ import pytest
 from conftest import train_argv, write_dataset
 
 from dirtymnist.cli import main as cli_main
-from dirtymnist.dataset import read_label_csv
+from dirtymnist.data.dataset import read_label_csv
 from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.infer.thresholds import load_oof, load_thresholds
+from dirtymnist.look.report import THRESHOLD_GRID, analyse_oof, build_report
 from dirtymnist.metrics import label_accuracy
-from dirtymnist.report import THRESHOLD_GRID, analyse_oof, build_report
-from dirtymnist.thresholds import load_oof, load_thresholds
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -69,7 +69,7 @@ def test_analyse_oof_counts():
 
 def test_analyse_oof_decides_as_submissions_do():
     """Strictly above the threshold (p == t is not a letter), and count-aware decoding."""
-    from dirtymnist.thresholds import Thresholds
+    from dirtymnist.infer.thresholds import Thresholds
 
     true = np.zeros((1, 26), np.uint8)
     probs = np.full((1, 26), 0.5, np.float32)  # exactly at 0.5: no letter, as predict decides

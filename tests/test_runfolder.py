@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import train_argv, write_dataset
 
-from dirtymnist.checkpoint import load_checkpoint
 from dirtymnist.cli import main as cli_main
+from dirtymnist.model.checkpoint import load_checkpoint
 
 TINY = ["model=test_resnet", "image_size=32", "batch_size=8", "epochs=2", "stages=[]", "keep_last=2"]
 
@@ -88,7 +88,7 @@ def test_a_corrupt_last_pt_falls_back_to_the_newest_epoch_checkpoint(run_copy, c
     data, run = run_copy
     last = run / "fold0" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # torn by a disk failure
-    caplog.set_level(logging.WARNING, logger="dirtymnist.runfolder")
+    caplog.set_level(logging.WARNING, logger="dirtymnist.train.guards")
     assert cli_main(train_argv(data, run, TINY)) == 0
     assert "resuming from epoch002.pt instead" in caplog.text
     assert load_checkpoint(last)["epoch"] == 2  # repaired from the kept copy

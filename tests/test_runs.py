@@ -11,7 +11,7 @@ import yaml
 
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import DataError
-from dirtymnist.runs import differing_keys, format_table, list_runs, load_run, sort_rows
+from dirtymnist.look.runs import differing_keys, format_table, list_runs, load_run, sort_rows
 
 
 def _fake_run(root: Path, name: str, cfg: dict, folds: dict[int, list[float]], seconds=1.0, speed=100.0):

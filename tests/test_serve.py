@@ -23,9 +23,9 @@ from conftest import train_argv
 
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
-from dirtymnist.dataset import read_label_csv
-from dirtymnist.predict import predict
-from dirtymnist.serve import launch
+from dirtymnist.data.dataset import read_label_csv
+from dirtymnist.infer.predict import predict
+from dirtymnist.look.serve import launch
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -37,7 +37,7 @@ WEIGHTS = REPO / "weights" / "cpu_dm_fcn.safetensors"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(data_dir, run_dir): 16 generated scenes; the cpu net from the ready weights, 1 gentle epoch."""
-    from dirtymnist.synth import write_dataset
+    from dirtymnist.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("serve")
     data = write_dataset(root / "data", n_train=16, n_test=4, seed=3, workers=1, progress=False)
@@ -60,7 +60,7 @@ def url(served):
     """The app of `served` under uvicorn in a thread on a free port (the run twice: compare)."""
     import uvicorn
 
-    from dirtymnist.serve import build_app
+    from dirtymnist.look.serve import build_app
 
     data, run = served
     app = build_app([run, run / "fold0" / "best.pt"], data)

@@ -6,9 +6,9 @@ import cv2
 import pytest
 
 from dirtymnist import layout
+from dirtymnist.data.show import contact_sheet
+from dirtymnist.data.synth import write_dataset
 from dirtymnist.errors import DataError
-from dirtymnist.show import contact_sheet
-from dirtymnist.synth import write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 
 from dirtymnist import layout
 from dirtymnist.cli import main
+from dirtymnist.data.synth import SceneKnobs, render_scene, write_dataset
 from dirtymnist.errors import ConfigError
 from dirtymnist.glyphs import split_families
-from dirtymnist.synth import SceneKnobs, render_scene, write_dataset
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:

@@ -11,7 +11,7 @@ from conftest import random_labels, write_label_csv
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
-from dirtymnist.thresholds import (
+from dirtymnist.infer.thresholds import (
     GRID,
     decode,
     decode_count,

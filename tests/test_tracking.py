@@ -40,7 +40,7 @@ def test_training_is_logged_to_the_local_store(tmp_path):
     assert steps == [1, 2]
 
     # the report lands in the same MLflow run
-    from dirtymnist.report import build_report
+    from dirtymnist.look.report import build_report
 
     build_report(run, data_dir=data, gallery=2)
     artifacts = {a.path for a in client.list_artifacts(record["run_id"], "report")}
@@ -57,7 +57,7 @@ def test_tracking_is_off_by_default_and_checked(tmp_path):
 def test_missing_mlflow_gives_a_one_line_hint(tmp_path, monkeypatch):
     import sys
 
-    from dirtymnist.tracking import start_tracking
+    from dirtymnist.train.tracking import start_tracking
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
     cfg = load_config("cpu", {"tracking": "mlflow"})

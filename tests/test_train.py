@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import train_argv
 
-from dirtymnist.checkpoint import load_checkpoint, load_model
 from dirtymnist.cli import main as cli_main
 from dirtymnist.config import list_presets, load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.models import build_model
+from dirtymnist.model.build import build_model
+from dirtymnist.model.checkpoint import load_checkpoint, load_model
 
 # Small and fast, but exercising every random part: per-sample augmentation, mixup, dropout,
 # EMA, a per-batch cosine schedule with warmup, gradient clipping.
@@ -70,7 +70,7 @@ SHRINK = {"seed": ["model=efficientnet_b0", "pretrained="], "winner": ["model=ef
 @pytest.mark.parametrize("preset", ["cpu", "default", "winner", "seed", "gpu"])
 def test_every_preset_builds_and_runs_one_batch(preset):
     cfg = load_config(preset, SHRINK.get(preset, []))
-    from dirtymnist.engine import to_input
+    from dirtymnist.train.engine import to_input
 
     model = build_model(cfg, 26)
     x = to_input(torch.randint(0, 256, (2, 256, 256), dtype=torch.uint8), cfg, torch.device("cpu"),
@@ -173,7 +173,7 @@ def test_ddp_two_processes_gloo(tmp_path, make_dataset):
 
 
 def test_step_hook_stops_and_the_run_records_its_data(tmp_path, make_dataset):
-    from dirtymnist.train import train
+    from dirtymnist.train.loop import train
 
     data = make_dataset(tmp_path / "data", n_train=48, n_test=2)
     run = tmp_path / "run"

@@ -8,7 +8,7 @@ import pytest
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.tune import load_space, tune
+from dirtymnist.search.tune import load_space, tune
 
 TINY = ["model=test_resnet", "image_size=64", "epochs=2", "batch_size=8", "stages=[]", "folds_k=2"]
 
@@ -37,7 +37,7 @@ def test_search_runs_resumes_and_writes_a_preset(tmp_path, make_dataset):
 
 
 def test_the_preset_point_is_used_only_inside_the_space():
-    from dirtymnist.tune import DEFAULT_SPACE, preset_point
+    from dirtymnist.search.tune import DEFAULT_SPACE, preset_point
 
     cfg = load_config("cpu")
     assert preset_point(cfg, DEFAULT_SPACE)["lr"] == cfg.lr

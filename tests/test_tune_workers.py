@@ -15,8 +15,8 @@ from postgres import PASSWORD, free_port, throwaway_cluster
 
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
-from dirtymnist.studies import StorageError, open_storage
-from dirtymnist.tune import tune
+from dirtymnist.search.studies import StorageError, open_storage
+from dirtymnist.search.tune import tune
 
 optuna = pytest.importorskip("optuna")
 TrialState = optuna.trial.TrialState
@@ -139,7 +139,7 @@ def test_a_study_made_with_another_space_is_refused_with_the_difference(tmp_path
 _ASK = """
 import sys, time
 import optuna
-from dirtymnist.studies import open_storage
+from dirtymnist.search.studies import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1], 60))
 while time.time() < float(sys.argv[2]):  # both processes ask at the same moment

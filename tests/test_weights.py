@@ -13,8 +13,8 @@ import torch
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.models import build_model
-from dirtymnist.weights import settle
+from dirtymnist.model.build import build_model
+from dirtymnist.model.weights import settle
 
 MODEL = "resnet18"  # small, and timm has ImageNet weights for it (timm/resnet18.a1_in1k)
 HUB_ID = "timm/resnet18.a1_in1k"
@@ -92,8 +92,8 @@ def _lay_out_hf_cache(cache, state, revision="0123456789abcdef0123456789abcdef01
 _BUILD = """
 import json, sys, torch
 from dirtymnist.config import load_config
-from dirtymnist.models import build_model
-from dirtymnist.weights import settle
+from dirtymnist.model.build import build_model
+from dirtymnist.model.weights import settle
 cfg = settle(load_config("cpu", ["model=resnet18", "pretrained=imagenet", "in_chans=1", "head=max",
                                  "normalize=auto"]))
 model = build_model(cfg, 26)

@@ -41,11 +41,11 @@ class DemoSummary:
 
 def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset: str = "cpu",
              pretrained: str | None = None, overrides: list[str] | None = None) -> DemoSummary:
-    from dirtymnist.cache import build_cache
     from dirtymnist.config import load_config
-    from dirtymnist.dataset import DataPaths
-    from dirtymnist.folds import make_folds
-    from dirtymnist.synth import write_dataset
+    from dirtymnist.data.cache import build_cache
+    from dirtymnist.data.dataset import DataPaths
+    from dirtymnist.data.folds import make_folds
+    from dirtymnist.data.synth import write_dataset
 
     out = Path(out)
     data = out / "data"
@@ -80,16 +80,16 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         _, report = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed, method=cfg.folds_method)
         log.info("fold letter-frequency deviation: max %.2f pp", report.max_dev_pp)
     with step(f"train ({preset}, fold 0)", str(run)):
-        from dirtymnist.train import train
+        from dirtymnist.train.loop import train
 
         best = train(data, cfg, folds=[0], run_dir=run)
         summary.val_label_acc = best[0].get("label_acc") if best.get(0) else None
     with step("thresholds (OOF fit)", str(run / "thresholds.json")):
-        from dirtymnist.thresholds import fit_thresholds
+        from dirtymnist.infer.thresholds import fit_thresholds
 
         fit = fit_thresholds(run, data)
     with step("choose TTA (OOF)", "none or rot90, by out-of-fold label accuracy"):
-        from dirtymnist.predict import evaluate_tta
+        from dirtymnist.infer.predict import evaluate_tta
 
         # rotations could turn one letter into another: measure, do not assume
         tta_report = evaluate_tta(run, data, presets=["none", "rot90"])
@@ -98,7 +98,7 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         log.info("TTA chosen on OOF: %s (%s)", tta, ", ".join(
             f"{k} {v['label_acc']:.4f}" for k, v in tta_report.presets.items()))
     with step(f"predict (none; {tta} + thresholds)", str(out / "submission.csv")):
-        from dirtymnist.predict import predict
+        from dirtymnist.infer.predict import predict
 
         plain = predict([run], data, tta="none", thresholds="0.5")
         rot = predict([run], data, tta="rot90", thresholds="0.5") if tta == "none" else None
@@ -106,7 +106,7 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
                            out=out / "submission.csv")
         rot = rot or best_tta
     with step("evaluate", str(data / layout.TEST_ANSWER_CSV)):
-        from dirtymnist.evaluate import evaluate_submission, score
+        from dirtymnist.infer.evaluate import evaluate_submission, score
 
         labels = _test_labels(paths, plain.index)
         for name, pred in (("no TTA, threshold 0.5", plain.pred),
@@ -119,11 +119,11 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         final = evaluate_submission(out / "submission.csv", data / layout.TEST_ANSWER_CSV)
         assert abs(final.label_acc - summary.scores[-1][1]) < 1e-9
     with step("report", str(run / "report" / "report.html")):
-        from dirtymnist.report import build_report
+        from dirtymnist.look.report import build_report
 
         build_report(run, data)
     with step("package", str(out / "submit")):
-        from dirtymnist.package import package
+        from dirtymnist.deliver.package import package
 
         package([run], out / "submit", data_dir=data, tta=tta)
     return summary
@@ -139,8 +139,8 @@ def _dataset_complete(data: Path, n_train: int, n_test: int) -> bool:
 
 
 def _test_labels(paths, index):
-    from dirtymnist.dataset import read_label_csv
-    from dirtymnist.submission import align_to
+    from dirtymnist.data.dataset import read_label_csv
+    from dirtymnist.infer.submission import align_to
 
     table = read_label_csv(paths.root / layout.TEST_ANSWER_CSV)
     return align_to(table.index, table.labels, index)

@@ -16,12 +16,6 @@ IMAGE_SIZE = 256
 MIN_LETTERS, MAX_LETTERS = 10, 14
 
 
-def fold_number(name: str) -> int:
-    """A run folder's `fold3` -> 3 (anything else sorts last)."""
-    digits = name.removeprefix("fold")
-    return int(digits) if digits.isdigit() else 1 << 30
-
-
 def png_name(index: int) -> str:
     """File name of image `index`: 5-digit zero-padded, e.g. 00042.png."""
     return f"{int(index):05d}.png"

@@ -49,7 +49,7 @@ def _add_data_args(p: argparse.ArgumentParser, test: bool = True) -> None:
 
 
 def _paths(args: argparse.Namespace):
-    from dirtymnist.dataset import DataPaths
+    from dirtymnist.data.dataset import DataPaths
 
     return DataPaths.from_root(args.data_dir, train_dir=args.train_dir, train_csv=args.train_csv,
                                test_dir=getattr(args, "test_dir", None),
@@ -57,8 +57,8 @@ def _paths(args: argparse.Namespace):
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from dirtymnist.cache import build_cache, open_split, present_splits
-    from dirtymnist.dataset import save_layout
+    from dirtymnist.data.cache import build_cache, open_split, present_splits
+    from dirtymnist.data.dataset import save_layout
 
     paths = _paths(args)
     splits = present_splits(paths)  # a folder may hold only one split
@@ -76,7 +76,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _folds(args: argparse.Namespace) -> int:
-    from dirtymnist.folds import make_folds
+    from dirtymnist.data.folds import make_folds
 
     path, report = make_folds(_paths(args), k=args.k, seed=args.seed, subset=args.subset,
                               method=args.method, out=args.out)

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _package(args) -> int:
-    from dirtymnist.package import BASE_IMAGE, package
+    from dirtymnist.deliver.package import BASE_IMAGE, package
 
     plan = package(args.runs, args.out, data_dir=args.data, tta=args.tta, thresholds=args.thresholds,
                    average=args.average, base_image=args.base_image or BASE_IMAGE, dry_run=args.dry_run,

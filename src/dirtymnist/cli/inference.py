@@ -125,7 +125,7 @@ def _print_outputs(result) -> None:
 
 
 def _predict(args) -> int:
-    from dirtymnist.predict import predict
+    from dirtymnist.infer.predict import predict
 
     result = predict(args.runs, args.data, split=args.split, tta=args.tta, thresholds=args.thresholds,
                      engine=args.engine, average=args.average, weights=_weights(args.weights),
@@ -136,7 +136,7 @@ def _predict(args) -> int:
 
 
 def _ensemble(args) -> int:
-    from dirtymnist.predict import ensemble
+    from dirtymnist.infer.predict import ensemble
 
     result = ensemble(args.probs, args.data, weights=_weights(args.weights), average=args.average,
                       thresholds=args.thresholds, out=args.out, blend=args.blend)
@@ -145,8 +145,8 @@ def _ensemble(args) -> int:
 
 
 def _evaluate_tta(args) -> int:
-    from dirtymnist.predict import evaluate_tta
-    from dirtymnist.runs import find_data_dir
+    from dirtymnist.infer.predict import evaluate_tta
+    from dirtymnist.look.runs import find_data_dir
 
     print(evaluate_tta(args.run, find_data_dir(args.run, args.data), presets=args.tta, batch_size=args.batch_size,
                        cache_dir=args.cache_dir).format())
@@ -154,8 +154,8 @@ def _evaluate_tta(args) -> int:
 
 
 def _thresholds(args) -> int:
-    from dirtymnist.runs import find_data_dir
-    from dirtymnist.thresholds import fit_thresholds
+    from dirtymnist.infer.thresholds import fit_thresholds
+    from dirtymnist.look.runs import find_data_dir
 
     r = fit_thresholds(args.run, find_data_dir(args.run, args.data), out=args.out)
     print(f"OOF rows {r.rows}: label_acc at 0.5 {r.acc_at_half:.5f} -> fitted {r.acc_fitted:.5f}")
@@ -166,14 +166,14 @@ def _thresholds(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from dirtymnist.evaluate import evaluate_submission
+    from dirtymnist.infer.evaluate import evaluate_submission
 
     print(evaluate_submission(args.submission, args.answer).format())
     return 0
 
 
 def _export(args) -> int:
-    from dirtymnist.export import export_run
+    from dirtymnist.deliver.export import export_run
 
     for e in export_run(args.run, args.out, args.format, checkpoint=args.checkpoint):
         print(f"{e.onnx}  (max |onnxruntime - torch| {e.max_abs_diff:.1e}; settings {e.meta.name})")

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args) -> int:
-    from dirtymnist.report import build_report
-    from dirtymnist.runs import format_table
+    from dirtymnist.look.report import build_report
+    from dirtymnist.look.runs import format_table
 
     rep = build_report(args.run_dir, data_dir=args.data, out=args.out, gallery=args.gallery)
     print(format_table(rep.fold_rows), end="")
@@ -55,7 +55,7 @@ def _report(args) -> int:
 
 
 def _runs(args) -> int:
-    from dirtymnist.runs import format_table, list_runs
+    from dirtymnist.look.runs import format_table, list_runs
 
     print(format_table(list_runs(args.root, sort=args.sort), args.format), end="")
     return 0

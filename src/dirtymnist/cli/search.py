@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tune(args) -> int:
-    from dirtymnist.tune import format_result, tune
+    from dirtymnist.search.tune import format_result, tune
 
     result = tune(args.data_dir, args.preset, trials=args.trials, budget_minutes=args.budget_minutes,
                   overrides=args.overrides, space=args.space, storage=args.storage, out=args.out,

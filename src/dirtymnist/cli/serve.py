@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args) -> int:
-    from dirtymnist.serve import serve
+    from dirtymnist.look.serve import serve
 
     serve(args.runs, args.data, host=args.host, port=args.port, tta=args.tta, device=args.device)
     return 0

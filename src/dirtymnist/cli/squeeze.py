@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _average(args) -> int:
-    from dirtymnist.average import average_run
+    from dirtymnist.infer.average import average_run
 
     results = average_run(args.run, last=args.last or 0, best=args.best or 0, data_dir=args.data,
                           cache_dir=args.cache_dir, bn=not args.no_bn)
@@ -51,7 +51,7 @@ def _average(args) -> int:
 
 
 def _blend(args) -> int:
-    from dirtymnist.blend import blend
+    from dirtymnist.infer.blend import blend
 
     print(blend(args.runs, out=args.out, data_dir=args.data, per_letter=args.per_letter,
                 average=args.average).format())

@@ -52,7 +52,7 @@ def _pair(text: str, flag: str, kind: type) -> tuple:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from dirtymnist.synth import SceneKnobs, write_dataset
+    from dirtymnist.data.synth import SceneKnobs, write_dataset
 
     knobs = SceneKnobs(
         canvas=args.canvas,
@@ -77,7 +77,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from dirtymnist.show import contact_sheet
+    from dirtymnist.data.show import contact_sheet
 
     print(contact_sheet(args.data_dir, n=args.n, out=args.out, split=args.split, seed=args.seed))
     return 0

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args) -> int:
-    from dirtymnist.pretrain import pretrain
+    from dirtymnist.train.pretrain import pretrain
 
     minutes = args.minutes if args.steps is None and args.minutes is not None else None
     if args.steps is None and minutes is None:
@@ -86,8 +86,8 @@ def _train(args) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    from dirtymnist import distributed as dist
-    from dirtymnist.train import train
+    from dirtymnist.train import distributed as dist
+    from dirtymnist.train.loop import train
 
     try:
         results = train(args.data_dir, cfg, folds=parse_folds(args, cfg.folds_k), run_dir=args.run_dir,

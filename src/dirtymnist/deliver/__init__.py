@@ -1,0 +1,1 @@
+"""Delivery: ONNX export and the Docker code-submission folder."""

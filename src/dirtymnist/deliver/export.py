@@ -1,0 +1,148 @@
+"""Export fold models to ONNX and run them with onnxruntime: `dirtymnist export RUN --format onnx`.
+
+The graph is the network alone, TTA-free: input `input` float32 (B, in_chans, S, S), the
+*normalised* network input that `engine.to_input` makes from uint8 (B, 256, 256) images; output
+`logits` float32 (B, 26). The batch axis is dynamic. Preprocessing (resize, denoise, normalise)
+stays outside the graph: its settings are the training config stored in `NAME.onnx.json` beside
+each model, with the class list, so `predict --engine onnx` needs no checkpoint.
+
+Default location: beside each checkpoint (`RUN/fold0/best.onnx`); with `out_dir`,
+`OUT/fold0.onnx` and so on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+FORMATS = ("onnx",)
+
+
+@dataclass
+class Exported:
+    checkpoint: Path
+    onnx: Path
+    meta: Path
+    max_abs_diff: float  # onnxruntime against torch on random inputs
+
+
+class OnnxModel:
+    """An onnxruntime session that looks like the torch model to `engine.predict_logits`."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+            raise ConfigError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        feed = {self.input_name: x.detach().float().contiguous().cpu().numpy()}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def meta_path(onnx_path: str | os.PathLike) -> Path:
+    p = Path(onnx_path)
+    return p.with_name(p.name + ".json")
+
+
+def load_onnx(path: str | os.PathLike, threads: int = 0):
+    """(OnnxModel, TrainConfig, letters) of an exported file, like `checkpoint.load_model`."""
+    from dirtymnist.config import config_from_dict
+
+    path = Path(path)
+    meta_file = meta_path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: ONNX model not found")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        cfg = config_from_dict(meta["config"], source=str(meta_file))
+        letters = list(meta["letters"])
+    except FileNotFoundError:
+        raise ConfigError(f"{meta_file}: missing; it holds the preprocessing settings (re-export)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{meta_file}: not a valid export description ({exc})") from None
+    return OnnxModel(path, threads), cfg, letters
+
+
+def export_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+               fmt: str = "onnx", opset: int = OPSET, checkpoint: str = "best") -> list[Exported]:
+    """Export every fold model of a run (or one checkpoint file) and check each with onnxruntime."""
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}; choose from {', '.join(FORMATS)}")
+    done = []
+    from dirtymnist.model.checkpoint import model_name, resolve_run
+
+    for ckpt in resolve_run(run, checkpoint=checkpoint):
+        target = ckpt.with_suffix(".onnx") if out_dir is None else Path(out_dir) / f"{model_name(ckpt)}.onnx"
+        done.append(export_checkpoint(ckpt, target, opset))
+    return done
+
+
+def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset: int = OPSET) -> Exported:
+    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.train.engine import to_input
+
+    ckpt, target = Path(ckpt), Path(target)
+    model, cfg, letters = load_model(ckpt, "cpu")
+    model = model.float().to(memory_format=torch.contiguous_format)
+    cfg_cpu = _cpu_config(cfg)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=g)
+    x = to_input(images, cfg_cpu, torch.device("cpu"), None, "none").contiguous()  # (3, C, S, S)
+    with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+        torch.onnx.export(
+            model, (x[:2],), str(tmp), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset, dynamo=False,  # the dynamo exporter needs onnxscript
+        )
+    # check on a batch size the export did not see (the batch axis must really be dynamic)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = OnnxModel(target)(x).numpy()
+    diff = float(np.abs(expected - got).max())
+    if diff > 1e-3:
+        log.warning("%s: onnxruntime differs from torch by %.2e", target, diff)
+    meta = {
+        "checkpoint": str(ckpt),
+        "input": {"name": "input", "dtype": "float32", "shape": ["batch", cfg.in_chans, cfg.image_size, cfg.image_size],
+                  "is": "normalised network input: engine.to_input(uint8 (B, 256, 256) images, config)"},
+        "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(letters)]},
+        "opset": opset,
+        "letters": list(letters),
+        "config": cfg.to_dict(),
+        "max_abs_diff_vs_torch": diff,
+    }
+    atomic_write_text(meta_path(target), json.dumps(meta, indent=2) + "\n")
+    log.info("exported %s -> %s (max |onnxruntime - torch| %.1e)", ckpt, target, diff)
+    return Exported(ckpt, target, meta_path(target), diff)
+
+
+def _cpu_config(cfg):
+    """The same preprocessing, without CUDA-only layout choices."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, channels_last="off")

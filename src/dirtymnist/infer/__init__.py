@@ -1,0 +1,1 @@
+"""Inference: predictions, ensembles, thresholds, submissions and their scores."""

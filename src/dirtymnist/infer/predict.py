@@ -1,0 +1,338 @@
+"""Predict with one run or an ensemble, with TTA; write the submission and its probabilities.
+
+    dirtymnist predict runs/cpu --data DATA --tta rot90 --out sub.csv
+    dirtymnist predict runs/a runs/b/fold0/best.pt --data DATA --weights 2,1 --out sub.csv
+    dirtymnist ensemble a.probs.npy b.probs.npy --data DATA --out sub.csv
+    dirtymnist evaluate-tta runs/cpu --data DATA
+
+A RUN is a run directory (every `fold*/best.pt`) or one checkpoint file. Each model's logits
+are averaged over the TTA views; a run is the mean of its folds, the ensemble the weighted mean
+of its runs, in probability space (`average="prob"`) or logit space (`average="logit"`).
+Images stream from the memory-mapped cache in batches, one model in memory at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dirtymnist import layout
+from dirtymnist.arrays import positions, sigmoid
+from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.infer.thresholds import Thresholds, combine, parse_thresholds
+from dirtymnist.model.checkpoint import resolve_run
+from dirtymnist.model.precision import choose_device
+from dirtymnist.model.transforms import TTA_PRESETS
+from dirtymnist.outputs import check_output_path
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch", "onnx")
+AVERAGES = ("prob", "logit")
+CONFUSABLE = ("b", "d", "p", "q", "n", "u")  # letters a rotation or mirror can turn into another
+
+
+@dataclass
+class PredictResult:
+    index: np.ndarray  # (N,) int64 competition indices, the split's (sample submission's) order
+    probs: np.ndarray  # (N, 26) float32 ensemble probabilities
+    pred: np.ndarray  # (N, 26) uint8 decoded with `thresholds`
+    thresholds: Thresholds
+    members: list[Path]  # every model used
+    submission: Path | None = None
+    probs_file: Path | None = None
+    score: object | None = None  # evaluate.EvalReport when the split has labels
+
+
+# --------------------------------------------------------------------------- models
+def load_member(path: Path, engine: str, device: torch.device):
+    """(model in eval mode, TrainConfig, letters) of a checkpoint or an exported ONNX file."""
+    if engine == "onnx":
+        from dirtymnist.deliver.export import load_onnx
+
+        return load_onnx(path)
+    from dirtymnist.model.checkpoint import load_model
+
+    return load_model(path, device)
+
+
+def predict_rows(model, cfg, images, rows: np.ndarray, device: torch.device, views=None,
+                 batch_size: int = 64, desc: str = "predict") -> np.ndarray:
+    """Logits (len(rows), K) float32 of memmap `images[rows]`, mean over TTA `views`."""
+    from dirtymnist.train.engine import predict_logits
+    from dirtymnist.train.sources import CachedBatches, make_loader
+
+    batches = CachedBatches(images, None, rows, batch_size, shuffle=False, drop_last=False)
+    loader = make_loader(batches, 0, 0, device.type == "cuda")
+    return predict_logits(model, _progress(loader, desc), cfg, device, views=views)
+
+
+def predict_images(members: Sequence[Sequence[Path]], images, rows: np.ndarray, *,
+                   tta: str = "none", engine: str = "torch", average: str = "prob",
+                   weights: Sequence[float] | None = None, batch_size: int = 64,
+                   device: torch.device | None = None,
+                   letters: Sequence[str] = layout.LETTERS, load=None) -> np.ndarray:
+    """Ensemble probabilities (len(rows), 26) float32: runs = groups of member models.
+
+    `images` is the cache's memmap or any (N, 256, 256) uint8 array; `load(path, engine,
+    device)` replaces `load_member` (the `serve` page keeps its models loaded)."""
+    load = load or load_member
+    views = tta_views(tta)
+    device = device or choose_device(engine)
+    per_run = []
+    first = None
+    for group in members:
+        acc = None
+        for path in group:
+            model, cfg, model_letters = load(path, engine, device)
+            if list(model_letters) != list(letters):
+                against = f"{first}'s" if first else "the data's"
+                raise ConfigError(f"{path}: class list {''.join(model_letters)} differs from {against} "
+                                  f"{''.join(letters)}; models of an ensemble must share it")
+            first = first or path
+            logits = predict_rows(model, cfg, images, rows, device, views, batch_size, desc=path.parent.name or path.name)
+            del model
+            # a run is the mean of its folds: of probabilities or of logits
+            score = sigmoid(logits) if average == "prob" else logits.astype(np.float64)
+            acc = score if acc is None else acc + score
+        per_run.append(acc / len(group))
+    if average == "prob":
+        return combine(per_run, weights, "prob")
+    w = np.ones(len(per_run)) if weights is None else np.asarray(weights, dtype=np.float64)
+    logits = sum(wi * s for wi, s in zip(w / w.sum(0), per_run))  # w: (R,) or (R, 26) per letter
+    return sigmoid(logits).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- commands
+def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, split: str = "test",
+            tta: str = "none", thresholds: str | float | Thresholds = "0.5", engine: str = "torch",
+            average: str = "prob", weights: Sequence[float] | None = None, batch_size: int = 64,
+            out: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+            device: str | torch.device | None = None, checkpoint: str = "best",
+            blend: str | os.PathLike | None = None) -> PredictResult:
+    """Predict `split` of DATA_DIR with the ensemble of `runs`; write `out` (+ its probs files).
+
+    Returns the probabilities, the 0/1 predictions and, when the split has labels (train, or a
+    synthetic test with test_answer.csv), their score.
+    """
+    from dirtymnist.data.cache import build_cache, open_split
+    from dirtymnist.data.dataset import DataPaths
+
+    if not runs:
+        raise ConfigError("give at least one RUN (run directory or checkpoint)")
+    _check_choices(tta=tta, engine=engine, average=average, split=split)
+    _check_batch_size(batch_size)
+    if out is not None:
+        check_output_path(out)  # before any compute
+    weights = _check_weights(weights, len(runs))
+    if blend is not None:  # fitted out of fold by `dirtymnist blend`: weights (and average) per run
+        from dirtymnist.infer.blend import blend_for_runs
+
+        weights, average = blend_for_runs(blend, runs, weights)
+    members = [resolve_run(r, engine, checkpoint) for r in runs]  # fail on a missing model before any work
+    thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
+
+    paths = DataPaths.from_root(data_dir)
+    data = open_split(build_cache(paths, cache_dir=cache_dir, splits=(split,)), split)
+    device = torch.device(device) if device is not None else choose_device(engine)
+    n_models = sum(map(len, members))
+    log.info("predicting %d %s images with %d model(s), TTA %s (%d views), %s, on %s",
+             len(data), split, n_models, tta, len(TTA_PRESETS[tta]), engine, device)
+    t0 = time.perf_counter()
+    probs = predict_images(members, data.images, np.arange(len(data)), tta=tta, engine=engine,
+                           average=average, weights=weights, batch_size=batch_size, device=device,
+                           letters=data.letters)
+    log.info("predicted in %.1fs", time.perf_counter() - t0)
+    result = PredictResult(index=data.index.astype(np.int64), probs=probs, pred=thr.apply(probs),
+                           thresholds=thr, members=[p for g in members for p in g])
+    if data.labels is not None:
+        from dirtymnist.infer.evaluate import score
+
+        result.score = score(result.pred, data.labels)
+    if out is not None:
+        template = paths.sample_csv if split == "test" else paths.train_csv
+        _write_outputs(result, out, template)
+    return result
+
+
+def ensemble(prob_files: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *,
+             weights: Sequence[float] | None = None, average: str = "prob",
+             thresholds: str | float | Thresholds = "0.5",
+             out: str | os.PathLike | None = None,
+             blend: str | os.PathLike | None = None) -> PredictResult:
+    """Re-make an ensemble from saved probability files (no models): test rows, sample order."""
+    from dirtymnist.data.dataset import DataPaths, read_label_csv
+    from dirtymnist.infer.submission import align_to, load_probs, row_mismatch
+
+    if not prob_files:
+        raise ConfigError("give at least one probability file")
+    _check_choices(average=average)
+    if out is not None:
+        check_output_path(out)
+    weights = _check_weights(weights, len(prob_files))
+    if blend is not None:  # one probability file per blended run, in the blend's order
+        from dirtymnist.infer.blend import blend_for_runs
+
+        weights, average = blend_for_runs(blend, prob_files, weights)
+    thr = parse_thresholds(thresholds, (), data_dir, weights, average)
+    paths = DataPaths.from_root(data_dir)
+    sample = read_label_csv(paths.sample_csv)
+    arrays = []
+    for f in prob_files:
+        probs, index = load_probs(f)
+        problem = row_mismatch(index, sample.index)
+        if problem:
+            raise DataError(f"{f}: indices do not match {paths.sample_csv}: {problem}")
+        arrays.append(align_to(index, probs, sample.index))
+    probs = combine(arrays, weights, average)
+    result = PredictResult(index=sample.index.astype(np.int64), probs=probs, pred=thr.apply(probs),
+                           thresholds=thr, members=[Path(f) for f in prob_files])
+    if paths.test_answer_csv.is_file():
+        from dirtymnist.infer.evaluate import score
+
+        answer = read_label_csv(paths.test_answer_csv)
+        if row_mismatch(answer.index, sample.index) is None:
+            result.score = score(result.pred, align_to(answer.index, answer.labels, sample.index))
+    if out is not None:
+        _write_outputs(result, out, paths.sample_csv)
+    return result
+
+
+@dataclass
+class TtaReport:
+    rows: int  # OOF rows re-predicted
+    presets: dict[str, dict] = field(default_factory=dict)  # name -> label_acc, exact_match, ...
+    views: dict[str, float] = field(default_factory=dict)  # view name -> label_acc alone
+    oof_max_abs_diff: float = 0.0  # preset "none" against the saved oof.npy (a sanity check)
+
+    def format(self) -> str:
+        base = self.presets.get("none", {}).get("seconds") or 1.0
+        lines = [f"out-of-fold rows: {self.rows} (threshold 0.5); 'none' vs saved oof.npy: "
+                 f"max |diff| {self.oof_max_abs_diff:.2e}", "",
+                 f"| TTA | views | label_acc | exact_match | acc on {' '.join(CONFUSABLE)} | rel. time |",
+                 "|---|---|---|---|---|---|"]
+        for name, r in self.presets.items():
+            lines.append(f"| {name} | {r['views']} | {r['label_acc']:.5f} | {r['exact_match']:.4f} | "
+                         f"{r['confusable_acc']:.4f} | {r['seconds'] / base:.1f}x |")
+        lines += ["", "single views: " + ", ".join(f"{k} {v:.5f}" for k, v in self.views.items())]
+        return "\n".join(lines)
+
+
+def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
+                 presets: Sequence[str] | None = None, batch_size: int = 64,
+                 cache_dir: str | os.PathLike | None = None,
+                 device: str | torch.device | None = None) -> TtaReport:
+    """OOF label accuracy of each TTA preset: every fold re-predicts its own validation rows.
+
+    Each distinct view is run once per fold; a preset's logits are the mean of its views'.
+    """
+    from dirtymnist.data.cache import build_cache, open_split
+    from dirtymnist.data.dataset import DataPaths
+    from dirtymnist.metrics import exact_match, label_accuracy
+    from dirtymnist.model.checkpoint import load_model
+
+    presets = list(presets or TTA_PRESETS)
+    _check_batch_size(batch_size)
+    for name in presets:
+        _check_choices(tta=name)
+    run = Path(run)
+    checkpoints = resolve_run(run) if run.is_dir() else []
+    if not checkpoints:
+        raise ConfigError(f"{run}: evaluate-tta needs a run directory with fold*/best.pt")
+    data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir, splits=("train",)), "train")
+    device = torch.device(device) if device is not None else choose_device()
+    view_fns = {v: fn for name in presets for v, fn in TTA_PRESETS[name]}
+    logits = {v: [] for v in view_fns}
+    seconds = dict.fromkeys(view_fns, 0.0)
+    targets, diffs = [], []
+    for ckpt in checkpoints:
+        oof_index_path = ckpt.with_name("oof_index.npy")
+        if not oof_index_path.is_file():
+            raise ConfigError(f"{oof_index_path}: missing; evaluate-tta needs each fold's OOF rows")
+        oof_index = np.load(oof_index_path, allow_pickle=False)
+        pos = positions(data.index, oof_index)
+        if (pos < 0).any():
+            raise DataError(f"{oof_index_path}: rows not in {data_dir}'s training split (other data?)")
+        model, cfg, letters = load_model(ckpt, device)
+        if list(letters) != list(data.letters):
+            raise ConfigError(f"{ckpt}: class list differs from the data's")
+        for v, fn in view_fns.items():
+            t0 = time.perf_counter()
+            logits[v].append(predict_rows(model, cfg, data.images, pos, device, [(v, fn)], batch_size,
+                                          desc=f"{ckpt.parent.name} {v}"))
+            seconds[v] += time.perf_counter() - t0
+        oof_path = ckpt.with_name("oof.npy")
+        if oof_path.is_file() and "none" in presets:
+            saved = np.load(oof_path, allow_pickle=False)
+            fresh = sigmoid(np.mean([logits[v][-1] for v, _ in TTA_PRESETS["none"]], axis=0))
+            if saved.shape == fresh.shape:
+                diffs.append(float(np.abs(saved - fresh).max()))
+        targets.append(data.labels[pos])
+    y = np.concatenate(targets)
+    cols = [layout.LETTERS.index(c) for c in CONFUSABLE]
+    report = TtaReport(rows=len(y), oof_max_abs_diff=max(diffs, default=float("nan")))
+    stacked = {v: np.concatenate(parts) for v, parts in logits.items()}
+    for v, z in stacked.items():
+        report.views[v] = label_accuracy(sigmoid(z) > 0.5, y)
+    for name in presets:
+        names = [v for v, _ in TTA_PRESETS[name]]
+        pred = (sigmoid(np.mean([stacked[v] for v in names], axis=0)) > 0.5).astype(np.uint8)
+        report.presets[name] = {
+            "views": len(names),
+            "label_acc": label_accuracy(pred, y),
+            "exact_match": exact_match(pred, y),
+            "confusable_acc": label_accuracy(pred[:, cols], y[:, cols]),
+            "seconds": sum(seconds[v] for v in names),
+        }
+    return report
+
+
+# --------------------------------------------------------------------------- helpers
+def tta_views(name: str):
+    _check_choices(tta=name)
+    return TTA_PRESETS[name]
+
+
+def _write_outputs(result: PredictResult, out, template_csv: Path) -> None:
+    from dirtymnist.infer.submission import write_submission_set
+
+    # one set: probabilities first, the CSV last, then a manifest tying them by hash
+    result.submission, result.probs_file = write_submission_set(out, result.index, result.pred,
+                                                                result.probs, template_csv)
+
+
+def _check_choices(*, tta=None, engine=None, average=None, split=None) -> None:
+    for flag, value, choices in (("--tta", tta, tuple(TTA_PRESETS)), ("--engine", engine, ENGINES),
+                                 ("--average", average, AVERAGES), ("--split", split, ("test", "train"))):
+        if value is not None and value not in choices:
+            raise ConfigError(f"{flag} {value!r}; choose from {', '.join(choices)}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+
+
+def _check_weights(weights, n: int) -> list[float] | None:
+    if weights is None:
+        return None
+    weights = [float(w) for w in weights]
+    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"--weights {','.join(map(str, weights))}: need {n} non-negative numbers "
+                          f"(one per input), not all 0")
+    return weights
+
+
+
+def _progress(loader, desc: str):
+    from tqdm.auto import tqdm
+
+    # a notebook widget or a terminal bar only (disable=None), so logs and tests stay clean
+    return tqdm(loader, desc=desc, unit="batch", leave=False, disable=None, dynamic_ncols=True)

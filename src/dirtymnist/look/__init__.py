@@ -1,0 +1,1 @@
+"""Looking at runs: the experiment table, the HTML report, heat maps, the serve page."""

@@ -1,0 +1,1 @@
+"""The model: backbones and heads, starting weights, preprocessing, precision, checkpoints."""

@@ -1,0 +1,1 @@
+"""Hyper-parameter search: Optuna studies shared between workers."""

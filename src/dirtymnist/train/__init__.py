@@ -1,0 +1,1 @@
+"""Training: the fold loop and what it is made of (schedule, losses, batch sources, DDP)."""
