@@ -83,3 +83,18 @@ def test_folds_command_does_not_import_torch(tmp_path, make_dataset):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_config_is_checked_and_printed_without_torch(tmp_path):
+    """`train --print-config` and a config error need no torch: the choice lists live in config.py."""
+    code = ("import sys\nfrom dirtymnist.cli import main\n"
+            "assert main(['train', 'DATA', '--preset', 'default', '--print-config']) == 0\n"
+            "assert main(['train', 'DATA', '--preset', 'cpu', '--set', 'augment=rot9']) == 2\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+    assert "# recipe:" in out.stdout and "# run options:" in out.stdout and "preset: default" in out.stdout
+    err = out.stderr.strip().splitlines()
+    assert err == ["dirtymnist train: error: --set: augment='rot9'; choose from d4, none, rot90, seed, winner "
+                   "(did you mean 'rot90'?)"]

@@ -1,24 +1,63 @@
-"""The main job end to end on tiny synthetic data (the real `make demo` uses bigger sizes)."""
+"""The main job end to end on tiny synthetic data (the real `make demo` uses bigger sizes).
+
+The run starts from the ready weights (weights/cpu_dm_fcn.safetensors, the `cpu` preset's net)
+with one gentle epoch, so that in seconds it learns enough to beat predicting no letter at all.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from dirtymnist import layout
+from dirtymnist.data.dataset import read_label_csv
 from dirtymnist.demo import run_demo
+from dirtymnist.infer.evaluate import evaluate_submission
 
-TINY = ["model=test_resnet", "image_size=64", "epochs=1", "batch_size=8", "stages=[]"]
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cpu_dm_fcn.safetensors"
+TINY = ["epochs=1", "batch_size=8", "stages=[{name: data, source: data, lr: 0.0003}]"]
+SIZES = {"n_train": 60, "n_test": 12}
 
 
-def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
+def _demo(out: Path):
+    return run_demo(out, **SIZES, pretrained=str(WEIGHTS), overrides=TINY)
+
+
+def test_demo_beats_the_all_zeros_baseline_its_files_agree_and_it_repeats(tmp_path):
     out = tmp_path / "demo"
-    first = run_demo(out, n_train=60, n_test=12, overrides=TINY)
+    first = _demo(out)
     names = [name for name, _, _ in first.steps]
     assert names[0] == "synth" and names[-1] == "package" and "report" in names
-    assert len(first.scores) == 5 and all(0 <= acc <= 1 for _, acc, _ in first.scores)
-    for path in ("submission.csv", "runs/cpu/thresholds.json", "runs/cpu/report/report.html",
-                 "submit/main.py", "data/test_answer.csv"):
-        assert (out / path).is_file(), path
-    assert "| total |" in first.format() and "label accuracy" in first.format()
-    # a second run reuses data and the finished fold, and scores the same
-    second = run_demo(out, n_train=60, n_test=12, overrides=TINY)
-    assert second.scores == first.scores
-    train_time = dict((n, t) for n, t, _ in second.steps)["train (cpu, fold 0)"]
-    assert train_time < dict((n, t) for n, t, _ in first.steps)["train (cpu, fold 0)"]
+    run = out / "runs" / "cpu-pretrained"
+    for path in (out / "submission.csv", out / "submit" / "main.py", run / "thresholds.json"):
+        assert path.is_file(), path
+
+    # the submission, scored from the files alone, beats predicting no letter on the same answers
+    answers = out / "data" / layout.TEST_ANSWER_CSV
+    all_zeros = 1.0 - read_label_csv(answers).labels.mean()
+    scored = evaluate_submission(out / "submission.csv", answers)
+    assert scored.label_acc > all_zeros + 0.03, (scored.label_acc, all_zeros)
+
+    # the summary is that submission: its last row, and the row of the TTA it chose
+    assert len(first.scores) == 5
+    name, acc, exact = first.scores[-1]
+    assert (acc, exact) == (scored.label_acc, scored.exact_match) and first.tta in name
+    chosen = {"none": "no TTA, OOF thresholds", "rot90": "rot90 TTA, OOF thresholds"}[first.tta]
+    assert dict((n, (a, e)) for n, a, e in first.scores)[chosen] == (acc, exact)
+    table = first.format()
+    assert all(f"| {n} | {a:.4f} | {e:.4f} |" in table for n, a, e in first.scores)
+
+    # the report shows the run's validation score (fold 0 at threshold 0.5)
+    report = (run / "report" / "report.html").read_text()
+    assert first.val_label_acc is not None and f"{first.val_label_acc:.4f}" in report
+
+    # a second run reuses the data and the finished fold (nothing rewritten) and scores the same
+    kept = [run / "fold0" / "best.pt", out / "data" / layout.TRAIN_CSV, out / "data" / layout.TRAIN_DIR / layout.png_name(0)]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept}
+    second = _demo(out)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == before
+    assert second.scores == first.scores and second.tta == first.tta
+
+    # the same seed in a fresh folder: the same submission, byte for byte
+    again = _demo(tmp_path / "again")
+    assert (tmp_path / "again" / "submission.csv").read_bytes() == (out / "submission.csv").read_bytes()
+    assert again.scores == first.scores

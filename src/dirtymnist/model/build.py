@@ -21,9 +21,13 @@ class ClassMapHead(nn.Module):
     mean of each class map).
     """
 
+    POOLS = ("avg", "max", "lse", "csra")  # with timm and imagenet_silu: config.CHOICES["head"]
+
     def __init__(self, in_features: int, num_classes: int, pool: str, r: float = 5.0, drop: float = 0.0,
                  lam: float = 0.5):
         super().__init__()
+        if pool not in self.POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose from {', '.join(self.POOLS)}")
         self.pool, self.r, self.lam = pool, r, lam
         self.drop = nn.Dropout2d(drop) if drop > 0 else nn.Identity()
         self.conv = nn.Conv2d(in_features, num_classes, kernel_size=1)

@@ -190,9 +190,3 @@ TTA_PRESETS: dict[str, list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]]
     + [(f"hflip_rot{90 * k}", _view(k, True)) for k in range(4)],
 }
 
-
-def check_augment_name(name: str) -> None:
-    if name not in AUGMENT_PRESETS:
-        from dirtymnist.errors import ConfigError
-
-        raise ConfigError(f"augment={name!r}; choose from {', '.join(sorted(AUGMENT_PRESETS))}")
