@@ -87,8 +87,9 @@ def test_ink_input_is_grey_plus_the_share_of_saturated_pixels():
 
 
 def test_ink_needs_two_input_channels():
+    assert load_config("cpu", ["denoise=ink"]).in_chans == 2  # derived when not set
     with pytest.raises(ConfigError, match="denoise=ink gives 2 channels"):
-        load_config("cpu", ["denoise=ink"])
+        load_config("cpu", ["denoise=ink", "in_chans=1"])
     with pytest.raises(ConfigError, match="2 only with denoise=ink"):
         load_config("cpu", ["in_chans=2"])
 
