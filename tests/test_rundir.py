@@ -133,6 +133,9 @@ def test_oof_and_metrics_readers(tmp_path):
     np.testing.assert_array_equal(p, probs)
     assert index.tolist() == [0, 1, 2, 3, 4, 5] and fold_of.tolist() == [0, 0, 0, 0, 1, 1]
     assert p.dtype == np.float32 and index.dtype == np.int64
+    assert run.read_oof([1])[1].tolist() == [4, 5]  # some folds only (as train gathers them)
+    with pytest.raises(DataError, match="fold2: unreadable"):
+        run.read_oof([0, 2])
     np.save(run.fold(1).oof_index, np.array([3, 4]))  # beside its committed pair: a torn set
     with pytest.raises(DataError, match="oof_index.npy: not the oof_index file committed"):
         run.read_oof()

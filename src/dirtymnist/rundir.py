@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,15 +159,19 @@ class RunDir:
         """Every fold's NAME.pt that exists, in fold order."""
         return [f.checkpoint(name) for f in self.folds() if f.checkpoint(name).is_file()]
 
-    def read_oof(self):
-        """Every fold's OOF rows gathered, in fold order: (probs (N, C) float32, index (N,)
-        int64, fold (N,) int64 of each row). A ConfigError when no fold has them yet, a
-        DataError when two folds share rows or a fold's pair is torn (`FoldDir.read_oof`)."""
+    def read_oof(self, folds: Iterable[int] | None = None):
+        """The OOF rows of `folds` (default: every fold that has them) gathered in fold order:
+        (probs (N, C) float32, index (N,) int64, fold (N,) int64 of each row). A ConfigError
+        when no fold has them yet, a DataError when two folds share rows or a fold's pair is
+        torn or missing (`FoldDir.read_oof`)."""
         import numpy as np
 
         if not self.path.is_dir():
             raise ConfigError(f"{self.path}: run directory not found")
-        folds = [f for f in self.folds() if f.oof.is_file()]
+        if folds is None:
+            folds = [f for f in self.folds() if f.oof.is_file()]
+        else:
+            folds = [self.fold(k) for k in folds]
         if not folds:
             raise ConfigError(f"{self.path}: no fold*/oof.npy files (train at least one fold first)")
         parts = [f.read_oof() for f in folds]
