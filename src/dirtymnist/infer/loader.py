@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dirtymnist.errors import ConfigError
+from dirtymnist.rundir import model_name
 
 ONNX_SUFFIX = ".onnx"
 PACKAGED_SUFFIXES = (".json", ".safetensors")  # <name>.json (config, letters) + <name>.safetensors
@@ -43,7 +44,7 @@ class Model:
         uint8 (N, 256, 256)), the mean over TTA `views` (transforms.TTA_PRESETS[name])."""
         rows = np.arange(len(images)) if rows is None else rows
         return predict_rows(self.net, self.config, images, rows, self.device, views, batch_size,
-                            desc=desc or self.path.parent.name or self.path.name)
+                            desc=desc or model_name(self.path))
 
 
 def open_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, threads: int = 0) -> Model:
