@@ -50,7 +50,7 @@ def build(cfg):
 
 def engines(cfg, model, onnx_dir: Path) -> dict:
     """name -> fn(uint8 images) -> logits."""
-    from dirtymnist.deliver.export import OnnxModel
+    from dirtymnist.infer.loader import OnnxModel
 
     def eager(images):
         with torch.inference_mode():

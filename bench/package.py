@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dirtymnist import layout
 from dirtymnist.data.synth import write_dataset
-from dirtymnist.deliver.package import package
+from dirtymnist.deliver.package import MODELS, package
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     submit = out / "submit"
     plan = package([args.run], submit, data_dir=data, tta=args.tta)
     size = sum(f.stat().st_size for f in submit.rglob("*") if f.is_file())
-    weights = sum(f.stat().st_size for f in (submit / "input" / "models").glob("*.safetensors"))
+    weights = sum(f.stat().st_size for f in (submit / MODELS).glob("*.safetensors"))
     test_dir = submit / "data" / layout.TEST_DIR
     if test_dir.exists():
         shutil.rmtree(test_dir)

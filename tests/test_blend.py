@@ -12,9 +12,10 @@ from conftest import write_dataset
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
 from dirtymnist.infer.blend import blend, fit_weights, simplex_grid
+from dirtymnist.infer.ensemble import combine
 from dirtymnist.infer.predict import ensemble, predict
 from dirtymnist.infer.submission import align_to, load_probs
-from dirtymnist.infer.thresholds import combine, load_oof, oof_targets
+from dirtymnist.infer.thresholds import load_oof, oof_targets
 from dirtymnist.metrics import label_accuracy
 
 

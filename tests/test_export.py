@@ -23,7 +23,7 @@ def exported(tmp_path_factory):
 
 
 def test_onnxruntime_matches_torch(exported):
-    from dirtymnist.deliver.export import load_onnx
+    from dirtymnist.infer.loader import open_model
     from dirtymnist.model.checkpoint import load_model
     from dirtymnist.train.engine import to_input
 
@@ -32,7 +32,8 @@ def test_onnxruntime_matches_torch(exported):
     meta = json.loads((run / "fold0" / "best.onnx.json").read_text())
     assert meta["opset"] >= 17 and meta["input"]["dtype"] == "float32" and len(meta["letters"]) == 26
     model, cfg, letters = load_model(run / "fold0" / "best.pt")
-    session, onnx_cfg, onnx_letters = load_onnx(onnx_file)
+    onnx = open_model(onnx_file)
+    session, onnx_cfg, onnx_letters = onnx.net, onnx.config, onnx.letters
     assert onnx_cfg == cfg and onnx_letters == letters
     images = torch.randint(0, 256, (5, 256, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     x = to_input(images, cfg, torch.device("cpu"), None, "none")

@@ -176,11 +176,11 @@ def test_ensemble_refuses_files_of_other_rows(tiny, tmp_path, capsys):
 
 
 def test_an_export_folder_gives_the_chosen_checkpoint_kind_only(tmp_path):
-    from dirtymnist.model.checkpoint import resolve_run
+    from dirtymnist.rundir import model_files
 
     for name in ("fold0.onnx", "fold1.onnx", "fold0_swa.onnx", "fold1_swa.onnx", "fold0_averaged.onnx"):
         (tmp_path / name).write_bytes(b"")
-    names = lambda kind: [p.name for p in resolve_run(tmp_path, "onnx", kind)]  # noqa: E731
+    names = lambda kind: [p.name for p in model_files(tmp_path, "onnx", kind)]  # noqa: E731
     assert names("best") == ["fold0.onnx", "fold1.onnx"]
     assert names("swa") == ["fold0_swa.onnx", "fold1_swa.onnx"]
     assert names("averaged") == ["fold0_averaged.onnx"]

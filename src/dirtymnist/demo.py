@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dirtymnist import layout
+from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
 
     out = Path(out)
     data = out / "data"
-    run = out / "runs" / (Path(preset).stem + ("-pretrained" if pretrained else ""))
+    run = RunDir(out / "runs" / (Path(preset).stem + ("-pretrained" if pretrained else "")))
     summary = DemoSummary(out)
 
     def step(name: str, output: str):
@@ -82,9 +83,9 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
     with step(f"train ({preset}, fold 0)", str(run)):
         from dirtymnist.train.loop import train
 
-        best = train(data, cfg, folds=[0], run_dir=run)
+        best = train(data, cfg, folds=[0], run_dir=run.path)
         summary.val_label_acc = best[0].get("label_acc") if best.get(0) else None
-    with step("thresholds (OOF fit)", str(run / "thresholds.json")):
+    with step("thresholds (OOF fit)", str(run.thresholds)):
         from dirtymnist.infer.thresholds import fit_thresholds
 
         fit = fit_thresholds(run, data)
@@ -102,23 +103,26 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
 
         plain = predict([run], data, tta="none", thresholds="0.5")
         rot = predict([run], data, tta="rot90", thresholds="0.5") if tta == "none" else None
-        best_tta = predict([run], data, tta=tta, thresholds=str(run / "thresholds.json"),
+        best_tta = predict([run], data, tta=tta, thresholds=str(run.thresholds),
                            out=out / "submission.csv")
         rot = rot or best_tta
     with step("evaluate", str(data / layout.TEST_ANSWER_CSV)):
         from dirtymnist.infer.evaluate import evaluate_submission, score
+        from dirtymnist.infer.thresholds import parse_thresholds
+
+        half = parse_thresholds("0.5")
 
         labels = _test_labels(paths, plain.index)
         for name, pred in (("no TTA, threshold 0.5", plain.pred),
                            ("no TTA, OOF thresholds", fit.thresholds.apply(plain.probs)),
-                           ("rot90 TTA, threshold 0.5", (rot.probs > 0.5).astype("uint8")),
+                           ("rot90 TTA, threshold 0.5", half.apply(rot.probs)),
                            ("rot90 TTA, OOF thresholds", fit.thresholds.apply(rot.probs)),
                            (f"the submission ({tta}, OOF thresholds)", best_tta.pred)):
             s = score(pred, labels)
             summary.scores.append((name, s.label_acc, s.exact_match))
         final = evaluate_submission(out / "submission.csv", data / layout.TEST_ANSWER_CSV)
         assert abs(final.label_acc - summary.scores[-1][1]) < 1e-9
-    with step("report", str(run / "report" / "report.html")):
+    with step("report", str(run.report)):
         from dirtymnist.look.report import build_report
 
         build_report(run, data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dirtymnist.rundir import CHECKPOINT_NAMES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("package", help="assemble the Docker code-submission folder",
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", default="auto",
                    help="auto (RUN/thresholds.json if present, else 0.5), a number, or a JSON path")
     p.add_argument("--average", default="prob", choices=["prob", "logit"])
-    p.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged", "swa"),
+    p.add_argument("--checkpoint", default="best", choices=CHECKPOINT_NAMES,
                    help="which fold*/NAME.pt of each run (default best)")
     p.add_argument("--blend", metavar="BLEND.json", help="run weights fitted by `dirtymnist blend`")
     p.add_argument("--base-image", help="Docker base image (default: a pytorch/pytorch runtime tag)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from dirtymnist.errors import ConfigError
+from dirtymnist.rundir import CHECKPOINT_NAMES
 
 _TTA = ("none", "flip", "rot90", "d4")  # transforms.TTA_PRESETS (not imported: it pulls in torch)
 
@@ -100,7 +101,7 @@ def _ensemble_args(p) -> None:
 
 
 def checkpoint_arg(p) -> None:
-    p.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged", "swa"),
+    p.add_argument("--checkpoint", default="best", choices=CHECKPOINT_NAMES,
                    help="which fold*/NAME.pt of a run directory: best (default), last, averaged "
                    "(`dirtymnist average`), swa (`--set swa_epochs=N`)")
 
@@ -146,18 +147,18 @@ def _ensemble(args) -> int:
 
 def _evaluate_tta(args) -> int:
     from dirtymnist.infer.predict import evaluate_tta
-    from dirtymnist.look.runs import find_data_dir
+    from dirtymnist.rundir import RunDir
 
-    print(evaluate_tta(args.run, find_data_dir(args.run, args.data), presets=args.tta, batch_size=args.batch_size,
-                       cache_dir=args.cache_dir).format())
+    print(evaluate_tta(args.run, RunDir(args.run).data_dir(args.data), presets=args.tta,
+                       batch_size=args.batch_size, cache_dir=args.cache_dir).format())
     return 0
 
 
 def _thresholds(args) -> int:
     from dirtymnist.infer.thresholds import fit_thresholds
-    from dirtymnist.look.runs import find_data_dir
+    from dirtymnist.rundir import RunDir
 
-    r = fit_thresholds(args.run, find_data_dir(args.run, args.data), out=args.out)
+    r = fit_thresholds(args.run, RunDir(args.run).data_dir(args.data), out=args.out)
     print(f"OOF rows {r.rows}: label_acc at 0.5 {r.acc_at_half:.5f} -> fitted {r.acc_fitted:.5f}")
     print(f"count-aware decoding (10-14 letters): at 0.5 {r.acc_count_half:.5f}, "
           f"fitted {r.acc_count_fitted:.5f} -> {'helps' if r.thresholds.decode == 'count' else 'does not help'}")

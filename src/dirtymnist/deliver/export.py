@@ -4,7 +4,8 @@ The graph is the network alone, TTA-free: input `input` float32 (B, in_chans, S,
 *normalised* network input that `engine.to_input` makes from uint8 (B, 256, 256) images; output
 `logits` float32 (B, 26). The batch axis is dynamic. Preprocessing (resize, denoise, normalise)
 stays outside the graph: its settings are the training config stored in `NAME.onnx.json` beside
-each model, with the class list, so `predict --engine onnx` needs no checkpoint.
+each model, with the class list, so `predict --engine onnx` needs no checkpoint. Both are
+opened by `infer.loader.open_model`, like the checkpoint they come from.
 
 Default location: beside each checkpoint (`RUN/fold0/best.onnx`); with `out_dir`,
 `OUT/fold0.onnx` and so on.
@@ -24,6 +25,8 @@ import torch
 
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.errors import ConfigError
+from dirtymnist.infer.loader import OnnxModel, onnx_meta_path, open_model
+from dirtymnist.rundir import model_files, onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -39,53 +42,6 @@ class Exported:
     max_abs_diff: float  # onnxruntime against torch on random inputs
 
 
-class OnnxModel:
-    """An onnxruntime session that looks like the torch model to `engine.predict_logits`."""
-
-    def __init__(self, path: str | os.PathLike, threads: int = 0):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-            raise ConfigError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
-        self.input_name = self.session.get_inputs()[0].name
-
-    def eval(self) -> OnnxModel:
-        return self
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        feed = {self.input_name: x.detach().float().contiguous().cpu().numpy()}
-        return torch.from_numpy(self.session.run(None, feed)[0])
-
-
-def meta_path(onnx_path: str | os.PathLike) -> Path:
-    p = Path(onnx_path)
-    return p.with_name(p.name + ".json")
-
-
-def load_onnx(path: str | os.PathLike, threads: int = 0):
-    """(OnnxModel, TrainConfig, letters) of an exported file, like `checkpoint.load_model`."""
-    from dirtymnist.config import config_from_dict
-
-    path = Path(path)
-    meta_file = meta_path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ONNX model not found")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        cfg = config_from_dict(meta["config"], source=str(meta_file))
-        letters = list(meta["letters"])
-    except FileNotFoundError:
-        raise ConfigError(f"{meta_file}: missing; it holds the preprocessing settings (re-export)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{meta_file}: not a valid export description ({exc})") from None
-    return OnnxModel(path, threads), cfg, letters
-
-
 def export_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                fmt: str = "onnx", opset: int = OPSET, checkpoint: str = "best") -> list[Exported]:
     """Export every fold model of a run (or one checkpoint file) and check each with onnxruntime."""
@@ -93,21 +49,19 @@ def export_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}; choose from {', '.join(FORMATS)}")
     done = []
-    from dirtymnist.model.checkpoint import model_name, resolve_run
-
-    for ckpt in resolve_run(run, checkpoint=checkpoint):
-        target = ckpt.with_suffix(".onnx") if out_dir is None else Path(out_dir) / f"{model_name(ckpt)}.onnx"
-        done.append(export_checkpoint(ckpt, target, opset))
+    for ckpt in model_files(run, checkpoint=checkpoint):
+        done.append(export_checkpoint(ckpt, onnx_file(ckpt, out_dir), opset))
     return done
 
 
 def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset: int = OPSET) -> Exported:
-    from dirtymnist.model.checkpoint import load_model
+    """Write `target` (.onnx) and its settings beside it; check onnxruntime against torch."""
     from dirtymnist.train.engine import to_input
 
     ckpt, target = Path(ckpt), Path(target)
-    model, cfg, letters = load_model(ckpt, "cpu")
-    model = model.float().to(memory_format=torch.contiguous_format)
+    source = open_model(ckpt, "cpu")
+    cfg, letters = source.config, source.letters
+    model = source.net.float().to(memory_format=torch.contiguous_format)
     cfg_cpu = _cpu_config(cfg)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=g)
@@ -136,9 +90,9 @@ def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset:
         "config": cfg.to_dict(),
         "max_abs_diff_vs_torch": diff,
     }
-    atomic_write_text(meta_path(target), json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(onnx_meta_path(target), json.dumps(meta, indent=2) + "\n")
     log.info("exported %s -> %s (max |onnxruntime - torch| %.1e)", ckpt, target, diff)
-    return Exported(ckpt, target, meta_path(target), diff)
+    return Exported(ckpt, target, onnx_meta_path(target), diff)
 
 
 def _cpu_config(cfg):

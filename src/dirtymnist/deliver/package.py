@@ -10,6 +10,10 @@ organisers' Docker code-submission folder.
       input/models/run0_fold0.safetensors + .json   weights (no pickle) + config and letters
       input/sample_submission.csv
       output/                       written by main.py
+
+main.py predicts as `predict` does: the models open with `infer.loader.open_model`, combine by
+`ensemble.ensemble_probs` and are decided by `Thresholds.apply` with settings.json's thresholds
+(read by `thresholds.load_thresholds`), so its submission equals predict's.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from dirtymnist import layout
-from dirtymnist.arrays import sigmoid
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.errors import ConfigError, DataError
+from dirtymnist.rundir import RunDir, model_files, model_name
 
 log = logging.getLogger(__name__)
+
+MODELS = Path("input") / "models"  # <name>.safetensors + <name>.json, in the submission folder
+SETTINGS = Path("input") / "settings.json"
 
 BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 # What the entry script imports besides torch (which the base image has), pinned.
@@ -87,40 +94,34 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     thresholds: "auto" (RUN/thresholds.json of a single run if present, else 0.5), a number,
     or a thresholds.json path. The sample submission comes from `data_dir` (or the run's data).
     """
-    from dirtymnist.infer.thresholds import THRESHOLDS_JSON, parse_thresholds
-    from dirtymnist.model.checkpoint import model_name, resolve_run
+    from dirtymnist.infer.thresholds import parse_thresholds, run_thresholds
     from dirtymnist.model.transforms import TTA_PRESETS
 
     if not runs:
         raise ConfigError("give at least one RUN (run directory or checkpoint)")
     if tta not in TTA_PRESETS:
         raise ConfigError(f"--tta {tta!r}; choose from {', '.join(TTA_PRESETS)}")
-    members = [resolve_run(r, checkpoint=checkpoint) for r in runs]
+    members = [model_files(r, checkpoint=checkpoint) for r in runs]
     weights = None
     if blend is not None:  # weights fitted out of fold (`dirtymnist blend`), one (or 26) per run
         from dirtymnist.infer.blend import blend_for_runs
 
         weights, average = blend_for_runs(blend, runs)
-    if thresholds == "auto":
-        auto = Path(runs[0]) / THRESHOLDS_JSON
-        thresholds = str(auto) if len(runs) == 1 and auto.is_file() else "0.5"
-    thr = parse_thresholds(thresholds)
+    if thresholds == "auto":  # a single run's own thresholds.json, else 0.5
+        thr = run_thresholds(runs[0]) if len(runs) == 1 else parse_thresholds("0.5")
+    else:
+        thr = parse_thresholds(thresholds)
     sample = _find_sample(runs, data_dir)
 
     out = Path(out)
     plan = PackagePlan(out)
-    models = []
-    for r, group in enumerate(members):
-        for ckpt in group:
-            name = f"run{r}_{model_name(ckpt)}"
-            models.append((name, ckpt))
+    models = [(f"run{r}_{model_name(ckpt)}", r, ckpt) for r, group in enumerate(members) for ckpt in group]
     settings = {
-        "tta": tta, "average": average, "decode": thr.decode,
+        "tta": tta, "average": average,
         "weights": weights.tolist() if weights is not None else None,  # per run (or run x letter); None = equal
-        "thresholds": dict(zip(layout.LETTERS, (float(v) for v in thr.values))),
+        **thr.to_dict(),  # thresholds and decode, as thresholds.json holds them
         "thresholds_source": thr.source,
-        "models": [{"name": n, "run": r} for r, group in enumerate(members)
-                   for n, c in models if c in group],
+        "models": [{"name": name, "run": r} for name, r, _ in models],
         "made": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     plan.settings = settings
@@ -129,8 +130,8 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     if dry_run:
         for p in pkg_files:
             plan.files.append((f"dirtymnist/{p.relative_to(src_pkg)}", p.stat().st_size))
-        for name, ckpt in models:
-            plan.files.append((f"input/models/{name}.safetensors", _weights_size(ckpt)))
+        for name, _, ckpt in models:
+            plan.files.append(((MODELS / f"{name}.safetensors").as_posix(), _weights_size(ckpt)))
         plan.files.append(("input/sample_submission.csv", sample.stat().st_size))
         return plan
 
@@ -138,16 +139,16 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
         if not (out / "main.py").is_file():
             raise ConfigError(f"{out}: exists and is not a submission folder; choose another --out")
         shutil.rmtree(out)
-    (out / "input" / "models").mkdir(parents=True)
+    (out / MODELS).mkdir(parents=True)
     (out / "output").mkdir()
     for p in pkg_files:
         target = out / "dirtymnist" / p.relative_to(src_pkg)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, target)
-    for name, ckpt in models:
-        export_weights(ckpt, out / "input" / "models" / name)
+    for name, _, ckpt in models:
+        export_weights(ckpt, out / MODELS / name)
     shutil.copy2(sample, out / "input" / layout.SAMPLE_CSV)
-    atomic_write_text(out / "input" / "settings.json", json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
     atomic_write_text(out / "input" / "requirements.txt", _requirements())
     atomic_write_text(out / "Dockerfile", DOCKERFILE.format(base_image=base_image))
     atomic_write_text(out / "main.py", MAIN_PY)
@@ -170,20 +171,6 @@ def export_weights(ckpt: Path, target_stem: Path) -> None:
     meta = {"config": {**state["config"], "pretrained": ""}, "letters": list(state["letters"]),
             "source": str(ckpt), "epoch": state.get("epoch"), "best": state.get("best")}
     atomic_write_text(target_stem.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
-
-
-def load_packaged_model(json_path: Path, device):
-    """Rebuild a model from <stem>.json + <stem>.safetensors. Returns (model, cfg, letters)."""
-    from safetensors.torch import load_file
-
-    from dirtymnist.config import config_from_dict
-    from dirtymnist.model.build import build_model
-
-    meta = json.loads(Path(json_path).read_text())
-    cfg = config_from_dict(meta["config"], source=str(json_path))
-    model = build_model(cfg, len(meta["letters"]))
-    model.load_state_dict(load_file(str(Path(json_path).with_suffix(".safetensors"))))
-    return model.to(device).eval(), cfg, meta["letters"]
 
 
 class PngFolder:
@@ -211,10 +198,9 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
     import torch
 
     from dirtymnist.errors import DirtyMnistError
-    from dirtymnist.infer.predict import predict_rows
+    from dirtymnist.infer.ensemble import ensemble_probs
     from dirtymnist.infer.submission import read_submission, write_submission
-    from dirtymnist.infer.thresholds import Thresholds
-    from dirtymnist.model.transforms import TTA_PRESETS
+    from dirtymnist.infer.thresholds import load_thresholds
 
     ap = argparse.ArgumentParser(description="predict the test images with the packaged models")
     ap.add_argument("--data", default="data", help="folder holding test_dirty_mnist_2nd/ (default ./data)")
@@ -224,7 +210,8 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.chdir(folder)
     try:
-        settings = json.loads(Path("input/settings.json").read_text())
+        thr = load_thresholds(SETTINGS)  # the thresholds and decoding package() wrote there
+        settings = json.loads(SETTINGS.read_text(encoding="utf-8"))
         sample_csv = Path("input") / layout.SAMPLE_CSV
         sample = read_submission(sample_csv)
         test_dir = Path(args.data) / layout.TEST_DIR
@@ -235,22 +222,13 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
         if missing:
             raise DataError(f"{test_dir}: {len(missing)} images of {sample_csv} are missing (e.g. {missing[0]})")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        images, rows = PngFolder(files), np.arange(len(files))
-        views = TTA_PRESETS[settings["tta"]]
-        runs: dict[int, list[np.ndarray]] = {}
-        t0 = time.perf_counter()
+        runs: dict[int, list[Path]] = {}
         for m in settings["models"]:
-            model, cfg, letters = load_packaged_model(Path("input/models") / f"{m['name']}.json", device)
-            if list(letters) != list(layout.LETTERS):
-                raise DataError(f"input/models/{m['name']}.json: class list differs from a..z")
-            logits = predict_rows(model, cfg, images, rows, device, views, args.batch_size, desc=m["name"])
-            score = sigmoid(logits) if settings["average"] == "prob" else logits
-            runs.setdefault(m["run"], []).append(score)
-        per_run = [np.mean(v, axis=0) for _, v in sorted(runs.items())]
-        w = np.asarray(settings.get("weights") or np.ones(len(per_run)), dtype=np.float64)
-        mean = sum(wi * p for wi, p in zip(w / w.sum(0), per_run))  # w: (R,) or (R, 26)
-        probs = mean if settings["average"] == "prob" else sigmoid(mean)
-        thr = Thresholds(np.array([settings["thresholds"][c] for c in layout.LETTERS]), settings["decode"])
+            runs.setdefault(m["run"], []).append(MODELS / f"{m['name']}.json")
+        t0 = time.perf_counter()
+        probs = ensemble_probs([runs[r] for r in sorted(runs)], PngFolder(files), tta=settings["tta"],
+                               average=settings["average"], weights=settings.get("weights"),
+                               batch_size=args.batch_size, device=device)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_submission(args.out, sample.index, thr.apply(probs), sample_csv)
         log.info("wrote %s: %d images, %d models, TTA %s, %.1fs", args.out, len(files),
@@ -280,11 +258,9 @@ def _find_sample(runs, data_dir) -> Path:
     if data_dir:
         candidates.append(Path(data_dir) / layout.SAMPLE_CSV)
     for r in runs:
-        meta = Path(r) / "run.json"
-        if meta.is_file():
-            d = json.loads(meta.read_text()).get("data_dir")
-            if d:
-                candidates.append(Path(d) / layout.SAMPLE_CSV)
+        d = RunDir(r).read_record().get("data_dir")
+        if d:
+            candidates.append(Path(d) / layout.SAMPLE_CSV)
     for c in candidates:
         if c.is_file():
             return c

@@ -8,7 +8,6 @@ training does (`train._load_training_data`), while training itself uses `averagi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dirtymnist.errors import ConfigError
+from dirtymnist.rundir import FoldDir, RunDir
 from dirtymnist.train.averaging import mean_state_dict, recompute_bn, save_averaged, validate
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ def average_run(run_dir: str | os.PathLike, *, last: int = 0, best: int = 0, dat
     kept. Batch norm is re-estimated on the fold's training rows unless `bn=False`.
     """
     from dirtymnist.config import config_from_dict
-    from dirtymnist.look.runs import find_data_dir
     from dirtymnist.model.build import build_model
     from dirtymnist.model.checkpoint import load_checkpoint
     from dirtymnist.model.precision import choose_device
@@ -49,24 +48,22 @@ def average_run(run_dir: str | os.PathLike, *, last: int = 0, best: int = 0, dat
 
     if (last > 0) == (best > 0):
         raise ConfigError("average: give one of --last N or --best K (N, K >= 1)")
-    run_dir = Path(run_dir)
-    fold_dirs = sorted(p for p in run_dir.glob("fold*") if p.is_dir() and p.name[4:].isdigit())
+    run = RunDir(run_dir)
+    fold_dirs = run.folds()
     if not fold_dirs:
-        raise ConfigError(f"{run_dir}: no fold*/ folders (not a run directory?)")
+        raise ConfigError(f"{run}: no fold folders (not a run directory?)")
     device = torch.device(device) if device is not None else choose_device()
     if cache_dir is None:  # the cache the run trained from, not a new one in the data folder
-        from dirtymnist.train.guards import read_run_json
-
-        cache_dir = read_run_json(run_dir / "run.json").get("cache_dir")
+        cache_dir = run.read_record().get("cache_dir")
     data = None
     results = []
     for fold_dir in fold_dirs:
         chosen = _choose_epochs(fold_dir, last, best)
         states = [load_checkpoint(p) for p in chosen]
         cfg = config_from_dict({**states[-1]["config"], "pretrained": ""}, source=str(chosen[-1]))
-        letters, fold = list(states[-1]["letters"]), int(fold_dir.name[4:])
+        letters, fold = list(states[-1]["letters"]), fold_dir.fold
         if data is None:
-            data = _load_training_data(find_data_dir(run_dir, data_dir), cfg, cache_dir)
+            data = _load_training_data(run.data_dir(data_dir), cfg, cache_dir)
         split, rows, fold_of = data
         train_rows, val_rows = rows[fold_of != fold], rows[fold_of == fold]
         parts = {}
@@ -82,39 +79,36 @@ def average_run(run_dir: str | os.PathLike, *, last: int = 0, best: int = 0, dat
         use = parts["ema"] or parts["model"]  # what load_model would use
         val = validate(use.eval(), cfg, split, val_rows, device, build_loss(cfg.loss))
         sources = [p.name for p in chosen]
-        path = fold_dir / f"{name}.pt"
+        path = fold_dir.checkpoint(name)
         save_averaged(parts["model"].state_dict(), parts["ema"].state_dict() if parts["ema"] else None,
                       cfg=cfg, letters=letters, fold=fold, epoch=int(states[-1]["epoch"]),
                       kind=f"{'last' if last else 'best'} {last or best}", sources=sources, val=val, path=path)
-        best_acc = (load_checkpoint(fold_dir / "best.pt").get("best") or {}).get("label_acc", float("nan")) \
-            if (fold_dir / "best.pt").is_file() else float("nan")
+        best_acc = (load_checkpoint(fold_dir.best).get("best") or {}).get("label_acc", float("nan")) \
+            if fold_dir.best.is_file() else float("nan")
         results.append(AverageResult(fold, path, sources, val["label_acc"], best_acc))
         log.info("fold %d: averaged %s: label_acc %.4f (best.pt %.4f)", fold, ", ".join(sources),
                  val["label_acc"], best_acc)
     return results
 
 
-def _choose_epochs(fold_dir: Path, last: int, best: int) -> list[Path]:
+def _choose_epochs(fold_dir: FoldDir, last: int, best: int) -> list[Path]:
     """The epoch checkpoints to average, oldest first."""
-    kept = sorted(fold_dir.glob("epoch*.pt"))
+    kept = fold_dir.epoch_checkpoints()
     n = last or best
     if len(kept) < n:
-        raise ConfigError(f"{fold_dir}: {len(kept)} epoch checkpoints kept, {n} needed; "
+        raise ConfigError(f"{fold_dir.path}: {len(kept)} epoch checkpoints kept, {n} needed; "
                           f"train with --keep-last {n} (or --set keep_last={n})")
     if last:
         return kept[-last:]
-    history = {}
-    metrics = fold_dir / "metrics.jsonl"
-    if metrics.is_file():
-        history = {row["epoch"]: row for row in map(json.loads, metrics.read_text().splitlines()) if row}
+    history = {row["epoch"]: row for row in fold_dir.read_metrics() if row}
     from dirtymnist.model.checkpoint import load_checkpoint
 
     metric = load_checkpoint(kept[-1])["config"].get("best_metric", "label_acc")
 
     def score(path: Path) -> float:
-        row = history.get(int(path.stem.removeprefix("epoch")))
+        row = history.get(FoldDir.epoch_of(path))
         if row is None:
-            raise ConfigError(f"{metrics}: no line for {path.name}")
+            raise ConfigError(f"{fold_dir.metrics}: no line for {path.name}")
         return -row["val_loss"] if metric == "loss" else row["label_acc"]
 
     return sorted(sorted(kept, key=score, reverse=True)[:best])

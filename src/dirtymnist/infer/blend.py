@@ -22,7 +22,8 @@ import numpy as np
 
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError
-from dirtymnist.infer.thresholds import combine
+from dirtymnist.infer.ensemble import AVERAGES, combine
+from dirtymnist.infer.thresholds import decode
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def simplex_grid(n_runs: int, steps: int | None = None) -> np.ndarray:
 
 def letter_accuracy(probs: list[np.ndarray], targets: np.ndarray, weights, average: str) -> np.ndarray:
     """(26,) per-letter accuracy at 0.5 of the blend of (N, 26) `probs` with `weights`."""
-    return ((combine(probs, weights, average) > 0.5) == targets.astype(bool)).mean(0)
+    return (decode(combine(probs, weights, average), 0.5) == targets.astype(bool)).mean(0)
 
 
 def fit_weights(probs: list[np.ndarray], targets: np.ndarray, *, per_letter: bool = False,
@@ -92,22 +93,14 @@ def blend(runs: list[str | os.PathLike], *, out: str | os.PathLike | None = None
     """Fit blend weights of `runs` on their OOF files, cross-check them fold-wise, write `out`."""
     from dirtymnist.infer.submission import align_to
     from dirtymnist.infer.thresholds import oof_targets
-    from dirtymnist.look.runs import find_data_dir, load_run
     from dirtymnist.metrics import label_accuracy
+    from dirtymnist.rundir import RunDir
 
     if len(runs) < 2:
         raise ConfigError("blend: give at least two runs")
-    if average not in ("prob", "logit"):
-        raise ConfigError(f"--average {average!r}; choose from prob, logit")
-    loaded = []
-    for run in runs:
-        rec = load_run(run, with_oof=True)
-        folds = [f for f in rec.folds.values() if f.probs is not None]
-        if not folds:
-            raise ConfigError(f"{run}: no fold*/oof.npy files (train at least one fold first)")
-        index = np.concatenate([f.index for f in folds])
-        fold_of = np.concatenate([np.full(len(f.index), f.fold) for f in folds])
-        loaded.append((np.concatenate([f.probs for f in folds]), index, fold_of))
+    if average not in AVERAGES:
+        raise ConfigError(f"--average {average!r}; choose from {', '.join(AVERAGES)}")
+    loaded = [RunDir(run).read_oof() for run in runs]  # (probs, index, fold) of each run
     common = loaded[0][1]
     for _, idx, _ in loaded[1:]:
         common = np.intersect1d(common, idx)
@@ -116,13 +109,13 @@ def blend(runs: list[str | os.PathLike], *, out: str | os.PathLike | None = None
     common = np.sort(common)
     probs = [align_to(idx, p, common) for p, idx, _ in loaded]
     fold_of = align_to(loaded[0][1], loaded[0][2], common)  # the first run's folds group the check
-    targets = oof_targets(find_data_dir(runs[0], data_dir), common)
+    targets = oof_targets(RunDir(runs[0]).data_dir(data_dir), common)
 
     weights = fit_weights(probs, targets, per_letter=per_letter, average=average)
     equal = np.ones(len(runs))
 
     def score(w, rows=slice(None)) -> float:
-        return label_accuracy(combine([p[rows] for p in probs], w, average) > 0.5, targets[rows])
+        return label_accuracy(decode(combine([p[rows] for p in probs], w, average), 0.5), targets[rows])
 
     fold_rows, held_pred, held_equal = [], np.zeros_like(targets), np.zeros_like(targets)
     for k in np.unique(fold_of):
@@ -130,15 +123,15 @@ def blend(runs: list[str | os.PathLike], *, out: str | os.PathLike | None = None
         if not fit_on.any():
             continue
         w_k = fit_weights([p[fit_on] for p in probs], targets[fit_on], per_letter=per_letter, average=average)
-        held_pred[held] = combine([p[held] for p in probs], w_k, average) > 0.5
-        held_equal[held] = combine([p[held] for p in probs], equal, average) > 0.5
+        held_pred[held] = decode(combine([p[held] for p in probs], w_k, average), 0.5)
+        held_equal[held] = decode(combine([p[held] for p in probs], equal, average), 0.5)
         fold_rows.append({"fold": int(k), "rows": int(held.sum()), "equal": score(equal, held),
                           "fitted": score(w_k, held), "weights": w_k.tolist()})
     checked = np.isin(fold_of, [r["fold"] for r in fold_rows])
     report = BlendReport(
         runs=[str(Path(r).absolute()) for r in runs], average=average, per_letter=per_letter,
         weights=weights.tolist(), rows=len(common),
-        single=[label_accuracy(p > 0.5, targets) for p in probs],
+        single=[label_accuracy(decode(p, 0.5), targets) for p in probs],
         equal=score(equal), fitted=score(weights),
         crosscheck_equal=label_accuracy(held_equal[checked], targets[checked]) if checked.any() else float("nan"),
         crosscheck_fitted=label_accuracy(held_pred[checked], targets[checked]) if checked.any() else float("nan"),

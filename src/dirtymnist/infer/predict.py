@@ -5,9 +5,10 @@
     dirtymnist ensemble a.probs.npy b.probs.npy --data DATA --out sub.csv
     dirtymnist evaluate-tta runs/cpu --data DATA
 
-A RUN is a run directory (every `fold*/best.pt`) or one checkpoint file. Each model's logits
-are averaged over the TTA views; a run is the mean of its folds, the ensemble the weighted mean
-of its runs, in probability space (`average="prob"`) or logit space (`average="logit"`).
+A RUN is a run directory (every `fold*/best.pt`) or one checkpoint file (`rundir.model_files`).
+Each model's logits are averaged over the TTA views; the models are combined by
+`ensemble.ensemble_probs` (a run is the mean of its folds, the ensemble the weighted mean of its
+runs, of probabilities or of logits) and decided by `thresholds.Thresholds.apply`.
 Images stream from the memory-mapped cache in batches, one model in memory at a time.
 """
 
@@ -26,16 +27,18 @@ import torch
 from dirtymnist import layout
 from dirtymnist.arrays import positions, sigmoid
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.infer.thresholds import Thresholds, combine, parse_thresholds
-from dirtymnist.model.checkpoint import resolve_run
+from dirtymnist.infer.ensemble import AVERAGES, combine, ensemble_probs
+from dirtymnist.infer.loader import open_model
+from dirtymnist.infer.loader import predict_rows as predict_rows  # bench/ imports it from here
+from dirtymnist.infer.thresholds import Thresholds, decode, parse_thresholds
 from dirtymnist.model.precision import choose_device
 from dirtymnist.model.transforms import TTA_PRESETS
 from dirtymnist.outputs import check_output_path
+from dirtymnist.rundir import RunDir, model_files
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "onnx")
-AVERAGES = ("prob", "logit")
 CONFUSABLE = ("b", "d", "p", "q", "n", "u")  # letters a rotation or mirror can turn into another
 
 
@@ -49,65 +52,6 @@ class PredictResult:
     submission: Path | None = None
     probs_file: Path | None = None
     score: object | None = None  # evaluate.EvalReport when the split has labels
-
-
-# --------------------------------------------------------------------------- models
-def load_member(path: Path, engine: str, device: torch.device):
-    """(model in eval mode, TrainConfig, letters) of a checkpoint or an exported ONNX file."""
-    if engine == "onnx":
-        from dirtymnist.deliver.export import load_onnx
-
-        return load_onnx(path)
-    from dirtymnist.model.checkpoint import load_model
-
-    return load_model(path, device)
-
-
-def predict_rows(model, cfg, images, rows: np.ndarray, device: torch.device, views=None,
-                 batch_size: int = 64, desc: str = "predict") -> np.ndarray:
-    """Logits (len(rows), K) float32 of memmap `images[rows]`, mean over TTA `views`."""
-    from dirtymnist.train.engine import predict_logits
-    from dirtymnist.train.sources import CachedBatches, make_loader
-
-    batches = CachedBatches(images, None, rows, batch_size, shuffle=False, drop_last=False)
-    loader = make_loader(batches, 0, 0, device.type == "cuda")
-    return predict_logits(model, _progress(loader, desc), cfg, device, views=views)
-
-
-def predict_images(members: Sequence[Sequence[Path]], images, rows: np.ndarray, *,
-                   tta: str = "none", engine: str = "torch", average: str = "prob",
-                   weights: Sequence[float] | None = None, batch_size: int = 64,
-                   device: torch.device | None = None,
-                   letters: Sequence[str] = layout.LETTERS, load=None) -> np.ndarray:
-    """Ensemble probabilities (len(rows), 26) float32: runs = groups of member models.
-
-    `images` is the cache's memmap or any (N, 256, 256) uint8 array; `load(path, engine,
-    device)` replaces `load_member` (the `serve` page keeps its models loaded)."""
-    load = load or load_member
-    views = tta_views(tta)
-    device = device or choose_device(engine)
-    per_run = []
-    first = None
-    for group in members:
-        acc = None
-        for path in group:
-            model, cfg, model_letters = load(path, engine, device)
-            if list(model_letters) != list(letters):
-                against = f"{first}'s" if first else "the data's"
-                raise ConfigError(f"{path}: class list {''.join(model_letters)} differs from {against} "
-                                  f"{''.join(letters)}; models of an ensemble must share it")
-            first = first or path
-            logits = predict_rows(model, cfg, images, rows, device, views, batch_size, desc=path.parent.name or path.name)
-            del model
-            # a run is the mean of its folds: of probabilities or of logits
-            score = sigmoid(logits) if average == "prob" else logits.astype(np.float64)
-            acc = score if acc is None else acc + score
-        per_run.append(acc / len(group))
-    if average == "prob":
-        return combine(per_run, weights, "prob")
-    w = np.ones(len(per_run)) if weights is None else np.asarray(weights, dtype=np.float64)
-    logits = sum(wi * s for wi, s in zip(w / w.sum(0), per_run))  # w: (R,) or (R, 26) per letter
-    return sigmoid(logits).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- commands
@@ -136,7 +80,7 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
         from dirtymnist.infer.blend import blend_for_runs
 
         weights, average = blend_for_runs(blend, runs, weights)
-    members = [resolve_run(r, engine, checkpoint) for r in runs]  # fail on a missing model before any work
+    members = [model_files(r, engine, checkpoint) for r in runs]  # fail on a missing model before any work
     thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
 
     paths = DataPaths.from_root(data_dir)
@@ -146,9 +90,8 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
     log.info("predicting %d %s images with %d model(s), TTA %s (%d views), %s, on %s",
              len(data), split, n_models, tta, len(TTA_PRESETS[tta]), engine, device)
     t0 = time.perf_counter()
-    probs = predict_images(members, data.images, np.arange(len(data)), tta=tta, engine=engine,
-                           average=average, weights=weights, batch_size=batch_size, device=device,
-                           letters=data.letters)
+    probs = ensemble_probs(members, data.images, np.arange(len(data)), tta=tta, average=average,
+                           weights=weights, batch_size=batch_size, device=device, letters=data.letters)
     log.info("predicted in %.1fs", time.perf_counter() - t0)
     result = PredictResult(index=data.index.astype(np.int64), probs=probs, pred=thr.apply(probs),
                            thresholds=thr, members=[p for g in members for p in g])
@@ -236,41 +179,38 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
     from dirtymnist.data.cache import build_cache, open_split
     from dirtymnist.data.dataset import DataPaths
     from dirtymnist.metrics import exact_match, label_accuracy
-    from dirtymnist.model.checkpoint import load_model
 
     presets = list(presets or TTA_PRESETS)
     _check_batch_size(batch_size)
     for name in presets:
         _check_choices(tta=name)
-    run = Path(run)
-    checkpoints = resolve_run(run) if run.is_dir() else []
-    if not checkpoints:
-        raise ConfigError(f"{run}: evaluate-tta needs a run directory with fold*/best.pt")
+    run = RunDir(run)
+    folds = [f for f in run.folds() if f.best.is_file()]
+    if not folds:
+        raise ConfigError(f"{run.path}: evaluate-tta needs a run directory whose folds have a best checkpoint")
     data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir, splits=("train",)), "train")
     device = torch.device(device) if device is not None else choose_device()
     view_fns = {v: fn for name in presets for v, fn in TTA_PRESETS[name]}
     logits = {v: [] for v in view_fns}
     seconds = dict.fromkeys(view_fns, 0.0)
     targets, diffs = [], []
-    for ckpt in checkpoints:
-        oof_index_path = ckpt.with_name("oof_index.npy")
-        if not oof_index_path.is_file():
-            raise ConfigError(f"{oof_index_path}: missing; evaluate-tta needs each fold's OOF rows")
-        oof_index = np.load(oof_index_path, allow_pickle=False)
+    for fold in folds:
+        for path in (fold.oof, fold.oof_index):
+            if not path.is_file():
+                raise ConfigError(f"{path}: missing; evaluate-tta needs each fold's OOF rows")
+        saved, oof_index = fold.read_oof()
         pos = positions(data.index, oof_index)
         if (pos < 0).any():
-            raise DataError(f"{oof_index_path}: rows not in {data_dir}'s training split (other data?)")
-        model, cfg, letters = load_model(ckpt, device)
-        if list(letters) != list(data.letters):
-            raise ConfigError(f"{ckpt}: class list differs from the data's")
+            raise DataError(f"{fold.oof_index}: rows not in {data_dir}'s training split (other data?)")
+        model = open_model(fold.best, device)
+        if list(model.letters) != list(data.letters):
+            raise ConfigError(f"{fold.best}: class list differs from the data's")
         for v, fn in view_fns.items():
             t0 = time.perf_counter()
-            logits[v].append(predict_rows(model, cfg, data.images, pos, device, [(v, fn)], batch_size,
-                                          desc=f"{ckpt.parent.name} {v}"))
+            logits[v].append(model.logits(data.images, pos, [(v, fn)], batch_size=batch_size,
+                                          desc=f"{fold.path.name} {v}"))
             seconds[v] += time.perf_counter() - t0
-        oof_path = ckpt.with_name("oof.npy")
-        if oof_path.is_file() and "none" in presets:
-            saved = np.load(oof_path, allow_pickle=False)
+        if "none" in presets:
             fresh = sigmoid(np.mean([logits[v][-1] for v, _ in TTA_PRESETS["none"]], axis=0))
             if saved.shape == fresh.shape:
                 diffs.append(float(np.abs(saved - fresh).max()))
@@ -280,10 +220,10 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
     report = TtaReport(rows=len(y), oof_max_abs_diff=max(diffs, default=float("nan")))
     stacked = {v: np.concatenate(parts) for v, parts in logits.items()}
     for v, z in stacked.items():
-        report.views[v] = label_accuracy(sigmoid(z) > 0.5, y)
+        report.views[v] = label_accuracy(decode(sigmoid(z), 0.5), y)
     for name in presets:
         names = [v for v, _ in TTA_PRESETS[name]]
-        pred = (sigmoid(np.mean([stacked[v] for v in names], axis=0)) > 0.5).astype(np.uint8)
+        pred = decode(sigmoid(np.mean([stacked[v] for v in names], axis=0)), 0.5)
         report.presets[name] = {
             "views": len(names),
             "label_acc": label_accuracy(pred, y),
@@ -295,11 +235,6 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
 
 
 # --------------------------------------------------------------------------- helpers
-def tta_views(name: str):
-    _check_choices(tta=name)
-    return TTA_PRESETS[name]
-
-
 def _write_outputs(result: PredictResult, out, template_csv: Path) -> None:
     from dirtymnist.infer.submission import write_submission_set
 
@@ -329,10 +264,3 @@ def _check_weights(weights, n: int) -> list[float] | None:
                           f"(one per input), not all 0")
     return weights
 
-
-
-def _progress(loader, desc: str):
-    from tqdm.auto import tqdm
-
-    # a notebook widget or a terminal bar only (disable=None), so logs and tests stay clean
-    return tqdm(loader, desc=desc, unit="batch", leave=False, disable=None, dynamic_ncols=True)

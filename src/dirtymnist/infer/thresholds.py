@@ -22,17 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from dirtymnist import layout
-from dirtymnist.arrays import sigmoid
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.rundir import fold_number
+from dirtymnist.infer.ensemble import combine
+from dirtymnist.rundir import FoldDir, RunDir
 
 log = logging.getLogger(__name__)
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95
 DECODES = ("threshold", "count")
-THRESHOLDS_JSON = "thresholds.json"
-OOF_SET = "oof.set.json"  # ties a fold's oof.npy and oof_index.npy (see outputs.write_set)
+OOF_SET = FoldDir.OOF_SET  # train/loop.py's import of the manifest name (FoldDir.oof_set is its path)
 
 
 @dataclass
@@ -46,6 +45,11 @@ class Thresholds:
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """(N, 26) probabilities -> (N, 26) uint8 0/1."""
         return decode(probs, self.values, self.decode)
+
+    def to_dict(self) -> dict:
+        """{"thresholds": {letter: value}, "decode": ...}: what `load_thresholds` reads back
+        (thresholds.json, a package's settings.json)."""
+        return {"thresholds": dict(zip(layout.LETTERS, (float(v) for v in self.values))), "decode": self.decode}
 
 
 @dataclass
@@ -64,8 +68,7 @@ class FitReport:
 
     def to_dict(self) -> dict:
         return {
-            "thresholds": dict(zip(layout.LETTERS, (float(v) for v in self.thresholds.values))),
-            "decode": self.thresholds.decode,
+            **self.thresholds.to_dict(),
             "method": f"per-letter grid search over {GRID[0]:.2f}..{GRID[-1]:.2f} step 0.05 on the "
                       "out-of-fold probabilities of all folds (no TTA); decode chosen on the same rows",
             "count_range": [layout.MIN_LETTERS, layout.MAX_LETTERS],
@@ -82,6 +85,7 @@ class FitReport:
 
 # --------------------------------------------------------------------------- decoding
 def decode(probs: np.ndarray, thresholds, mode: str = "threshold") -> np.ndarray:
+    """(N, K) probabilities -> (N, K) uint8: p > t per letter (strict), or count-aware decoding."""
     probs = np.asarray(probs)
     t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (probs.shape[1],))
     if mode == "threshold":
@@ -136,31 +140,10 @@ def fit(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray = GRID) -> FitR
 # --------------------------------------------------------------------------- OOF files
 def load_oof(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """All folds' OOF files of a run: (probs float32 (N, 26), index int64 (N,))."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: run directory not found")
-    folds = sorted(run_dir.glob("fold*/oof.npy"), key=lambda p: fold_number(p.parent.name))
-    if not folds:
-        raise ConfigError(f"{run_dir}: no fold*/oof.npy files (train at least one fold first)")
-    from dirtymnist.outputs import verify_set
-
-    probs, index = [], []
-    for path in folds:
-        # oof.npy and oof_index.npy of one epoch, not of two (a kill between the two writes)
-        verify_set(path.with_name(OOF_SET), f"run the train of {path.parent.name} again to finish it")
-        idx_path = path.with_name("oof_index.npy")
-        try:
-            p, i = np.load(path, allow_pickle=False), np.load(idx_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read OOF files ({exc})") from None
-        if p.ndim != 2 or p.shape[1] != len(layout.LETTERS) or i.shape != (len(p),):
-            raise DataError(f"{path}: shape {p.shape} does not match {idx_path.name} {i.shape}")
-        probs.append(p)
-        index.append(i)
-    index_all = np.concatenate(index).astype(np.int64)
-    if len(np.unique(index_all)) != len(index_all):
-        raise DataError(f"{run_dir}: OOF files of different folds share rows (folds of another split?)")
-    return np.concatenate(probs).astype(np.float32), index_all
+    probs, index, _ = RunDir(run_dir).read_oof()
+    if probs.shape[1] != len(layout.LETTERS):
+        raise DataError(f"{run_dir}: out-of-fold probabilities of shape {probs.shape}, expected (N, {len(layout.LETTERS)})")
+    return probs, index
 
 
 def ensemble_oof(run_dirs: Sequence[str | os.PathLike], weights: Sequence[float] | None = None,
@@ -177,25 +160,6 @@ def ensemble_oof(run_dirs: Sequence[str | os.PathLike], weights: Sequence[float]
 
     aligned = [align_to(idx, p, common) for p, idx in loaded]
     return combine(aligned, weights, average), common
-
-
-def combine(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None,
-            average: str = "prob") -> np.ndarray:
-    """Weighted mean of (N, 26) probability arrays, in probability or logit space.
-
-    weights: one per array (R,), or one per array and letter (R, 26) (blend.py), normalised per letter.
-    """
-    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if len(w) != len(probs) or (w < 0).any() or (w.sum(0) <= 0).any():
-        raise ConfigError(f"weights {w.tolist()} must be {len(probs)} non-negative numbers, not all 0")
-    w = w / w.sum(0)
-    if average == "prob":
-        return sum(wi * p.astype(np.float64) for wi, p in zip(w, probs)).astype(np.float32)
-    if average == "logit":
-        eps = 1e-7
-        logit = sum(wi * _logit(np.clip(p.astype(np.float64), eps, 1 - eps)) for wi, p in zip(w, probs))
-        return sigmoid(logit).astype(np.float32)
-    raise ConfigError(f"average={average!r}; choose from prob, logit")
 
 
 def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
@@ -221,18 +185,16 @@ def labels_digest(labels: np.ndarray) -> str:
 
 def check_oof_labels(run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> None:
     """Refuse a data folder whose labels for a fold's OOF rows are not those it was trained on."""
-    import json
-
-    for manifest in sorted(Path(run_dir).glob(f"fold*/{OOF_SET}")):
+    for fold in RunDir(run_dir).folds():
         try:
-            digest = json.loads(manifest.read_text(encoding="utf-8")).get("labels_sha256")
+            digest = json.loads(fold.oof_set.read_text(encoding="utf-8")).get("labels_sha256")
         except (OSError, ValueError):
-            continue  # load_oof names an unreadable manifest
+            continue  # none (older runs), or unreadable: load_oof names it
         if not digest:
             continue
-        index = np.load(manifest.with_name("oof_index.npy"), allow_pickle=False)
+        index = np.load(fold.oof_index, allow_pickle=False)
         if labels_digest(oof_targets(data_dir, index)) != digest:
-            raise DataError(f"{manifest}: {data_dir} labels this fold's out-of-fold rows differently "
+            raise DataError(f"{fold.oof_set}: {data_dir} labels this fold's out-of-fold rows differently "
                             "from the data it was trained on; pass the run's own --data, or retrain the fold")
 
 
@@ -246,7 +208,7 @@ def fit_thresholds(run_dir: str | os.PathLike, data_dir: str | os.PathLike,
     probs, index = load_oof(run_dir)
     check_oof_labels(run_dir, data_dir)
     report = fit(probs, oof_targets(data_dir, index))
-    report.path = Path(out) if out else Path(run_dir) / THRESHOLDS_JSON
+    report.path = Path(out) if out else RunDir(run_dir).thresholds
     save_thresholds(report.path, report)
     return report
 
@@ -274,6 +236,13 @@ def load_thresholds(path: str | os.PathLike) -> Thresholds:
     if mode not in DECODES:
         raise ConfigError(f"{path}: decode={mode!r}; choose from {', '.join(DECODES)}")
     return Thresholds(values, mode, str(path))
+
+
+def run_thresholds(run: str | os.PathLike) -> Thresholds:
+    """The thresholds a submission of RUN uses by default: RUN/thresholds.json when the run
+    has one (`dirtymnist thresholds`), else 0.5 for every letter (also for a checkpoint file)."""
+    path = RunDir(run).thresholds
+    return load_thresholds(path) if path.is_file() else Thresholds(np.full(len(layout.LETTERS), 0.5))
 
 
 def parse_thresholds(spec: str | float | Thresholds, runs: Sequence[str | os.PathLike] = (),
@@ -312,7 +281,3 @@ def parse_thresholds(spec: str | float | Thresholds, runs: Sequence[str | os.Pat
                  report.rows, report.acc_at_half, report.acc_chosen, report.thresholds.decode)
         return report.thresholds
     return load_thresholds(text)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p) - np.log1p(-p)

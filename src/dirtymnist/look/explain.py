@@ -11,7 +11,7 @@ no heat maps.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def wrong_letters(true: np.ndarray, pred: np.ndarray) -> list[tuple[int, str]]:
     return missed[:MAX_LETTERS - len(halluc)] + halluc  # both kinds shown when both happen
 
 
-def explain_worst(run_dir: Path, images: np.ndarray, folds: np.ndarray, true01: np.ndarray,
+def explain_worst(run_dir: str | os.PathLike, images: np.ndarray, folds: np.ndarray, true01: np.ndarray,
                   pred01: np.ndarray, probs: np.ndarray, titles: list[str], letters):
     """(Figure or None, note): heat maps of the wrong letters of images (n, 256, 256) uint8.
 
@@ -39,17 +39,19 @@ def explain_worst(run_dir: Path, images: np.ndarray, folds: np.ndarray, true01: 
     """
     import torch
 
+    from dirtymnist.infer.loader import open_model
     from dirtymnist.look.heatmaps import class_maps, grad_cam
-    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.rundir import RunDir
 
     wrong = [wrong_letters(t, p) for t, p in zip(true01.astype(bool), pred01.astype(bool))]
     panels: list[list[np.ndarray]] = [[] for _ in images]  # per image: one (h, w) map per wrong letter
     method = CLASS_MAPS
     for fold in np.unique(folds):
-        ckpt = Path(run_dir) / f"fold{int(fold)}" / "best.pt"
+        ckpt = RunDir(run_dir).fold(int(fold)).best
         if not ckpt.is_file():
-            return None, f"no heat maps: {ckpt} is missing (the report reads each fold's best.pt)"
-        model, cfg, _ = load_model(ckpt, torch.device("cpu"))
+            return None, f"no heat maps: {ckpt} is missing (the report reads each fold's {ckpt.name})"
+        loaded = open_model(ckpt, torch.device("cpu"))
+        model, cfg = loaded.net, loaded.config
         sel = np.flatnonzero(folds == fold)
         maps = class_maps(model, cfg, images[sel])  # (len(sel), 26, h, w) or None
         for k, i in enumerate(sel):

@@ -24,10 +24,11 @@ from dirtymnist import layout
 from dirtymnist.arrays import positions
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import DataError
-from dirtymnist.infer.thresholds import THRESHOLDS_JSON, Thresholds, load_thresholds
+from dirtymnist.infer.thresholds import Thresholds, decode, run_thresholds
 from dirtymnist.look.explain import explain_worst
-from dirtymnist.look.runs import RunRecord, find_data_dir, load_run
+from dirtymnist.look.runs import RunRecord, load_run
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
+from dirtymnist.rundir import RunDir
 from dirtymnist.train.tracking import log_report
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def analyse_oof(probs: np.ndarray, true01: np.ndarray, thresholds,
         thresholds = Thresholds(np.broadcast_to(np.asarray(thresholds, np.float64), (probs.shape[1],)).copy())
     pred = thresholds.apply(probs).astype(bool)
     missed, halluc = true & ~pred, pred & ~true
-    curve = np.array([float(((probs > t) == true).mean()) for t in THRESHOLD_GRID])
+    curve = np.array([float((decode(probs, t) == true).mean()) for t in THRESHOLD_GRID])
     return {
         "label_acc": label_accuracy(pred, true),
         "exact_match": exact_match(pred, true),
@@ -148,31 +149,32 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     gallery's pictures. Thresholds: RUN/thresholds.json when present, else 0.5.
     """
     from dirtymnist.look import plots
-    run_dir = Path(run_dir)
+
+    run_dir = RunDir(run_dir)
     run = load_run(run_dir, with_oof=True)
     fold_rows = fold_summary(run)
     if not fold_rows:
-        raise DataError(f"{run_dir}: no fold has logged an epoch yet (no fold*/metrics.jsonl)")
+        raise DataError(f"{run_dir}: no fold has logged an epoch yet (no metrics in any fold)")
     with_oof = [r for r in run.folds.values() if r.probs is not None]
     if not with_oof:
-        raise DataError(f"{run_dir}: no fold*/oof.npy yet; train at least one epoch")
+        raise DataError(f"{run_dir}: no fold has out-of-fold probabilities yet; train at least one epoch")
     letters = layout.LETTERS
     probs = np.concatenate([r.probs for r in with_oof])  # (N, 26) float32
     index = np.concatenate([r.index for r in with_oof])  # (N,) int64
     if probs.shape[1] != len(letters):
-        raise DataError(f"{run_dir}: oof.npy has {probs.shape[1]} columns, expected {len(letters)}")
+        raise DataError(f"{run_dir}: out-of-fold probabilities have {probs.shape[1]} columns, expected {len(letters)}")
     fold_of = np.concatenate([np.full(len(r.probs), r.fold) for r in with_oof])
-    data = _TrainImages(find_data_dir(run_dir, data_dir))
+    data = _TrainImages(run_dir.data_dir(data_dir))
     true = data.labels(index)
     # the rule a submission of this run uses: RUN/thresholds.json when present, else 0.5
-    from_file = (run_dir / THRESHOLDS_JSON).is_file()
-    thresholds = load_thresholds(run_dir / THRESHOLDS_JSON) if from_file else Thresholds(np.full(len(letters), 0.5))
+    from_file = run_dir.thresholds.is_file()
+    thresholds = run_thresholds(run_dir)
     a = analyse_oof(probs, true, thresholds, letters)
     for row in fold_rows:
         sel = fold_of == row["fold"]
         row["oof_acc"] = label_accuracy(a["pred"][sel], true[sel].astype(bool)) if sel.any() else float("nan")
 
-    out = Path(out) if out else run_dir / "report" / "report.html"
+    out = Path(out) if out else run_dir.report
     png_dir = out.parent
     figs = {
         "curves": plots.plot_learning_curves({f: r.history for f, r in run.folds.items()}),
@@ -199,7 +201,7 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         pngs.append(path)
 
     best = int(np.argmax(a["curve"]))
-    oof = {"images": len(probs), "thresholds": (f"thresholds.json ({thresholds.decode})" if from_file else "0.5"),
+    oof = {"images": len(probs), "thresholds": (f"{run_dir.thresholds.name} ({thresholds.decode})" if from_file else "0.5"),
            "label_acc": a["label_acc"], "exact_match": a["exact_match"],
            "label_acc_05": float(a["curve"][int(np.argmin(np.abs(a["grid"] - 0.5)))]),
            "best_threshold": float(a["grid"][best]), "best_threshold_acc": float(a["curve"][best])}
@@ -207,18 +209,14 @@ def build_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     page = _render_html(run, data.source, fold_rows, a, oof, uris, heat_note, averaged)
     atomic_write_text(out, page)
     log.info("report written: %s", out)
-    log_report(run_dir, [out, *pngs])  # into the run's MLflow run when it was tracked
+    log_report(run_dir.path, [out, *pngs])  # into the run's MLflow run when it was tracked
     return Report(html=out, pngs=pngs, fold_rows=fold_rows, oof=oof, averaged=averaged)
 
 
-def read_averaged(run_dir: Path) -> list[dict]:
+def read_averaged(run_dir: str | os.PathLike) -> list[dict]:
     """The averaged checkpoints (`swa_epochs`, `dirtymnist average`) a run noted in run.json,
     with their validation scores: one row per checkpoint."""
-    path = run_dir / "run.json"
-    try:
-        record = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        raise DataError(f"{path}: not valid JSON") from None
+    record = RunDir(run_dir).read_record()
     return [{"checkpoint": name, **{k: v for k, v in entry.items() if k != "from"},
              "from": ", ".join(entry.get("from", []))}
             for name, entry in sorted(record.get("checkpoints", {}).items())]

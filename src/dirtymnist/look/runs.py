@@ -13,18 +13,16 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dirtymnist.errors import DataError
+from dirtymnist.rundir import RunDir
 
-_FOLD_DIR = re.compile(r"^fold(\d+)$")
 # Columns every row has, in display order; the differing config keys go after `preset`.
 BASE_COLUMNS = ("run", "preset")
 RESULT_COLUMNS = ("folds", "label_acc", "label_acc_std", "epochs_done", "time_s", "samples_per_s")
@@ -68,37 +66,16 @@ class RunRecord:
 
 
 def load_run(run_dir: str | os.PathLike, with_oof: bool = False) -> RunRecord:
-    """Read `config.yaml` and every `fold*/metrics.jsonl` of a run (and the OOF arrays if asked)."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(f"{run_dir}: not a run folder (no config.yaml)")
-    try:
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{cfg_path}: unreadable YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise DataError(f"{cfg_path}: expected a mapping of key: value")
+    """Read `config.yaml` and every fold's metrics of a run (and the OOF arrays if asked)."""
+    run = RunDir(run_dir)
+    config = run.read_config()
     folds = {}
-    for sub in sorted(run_dir.iterdir()):
-        m = _FOLD_DIR.match(sub.name)
-        if not (m and sub.is_dir()):
-            continue
-        rec = FoldRecord(fold=int(m.group(1)), path=sub, history=_read_jsonl(sub / "metrics.jsonl"))
-        if with_oof and (sub / "oof.npy").is_file():
-            rec.probs, rec.index = _read_oof(sub)
+    for fold in run.folds():
+        rec = FoldRecord(fold=fold.fold, path=fold.path, history=fold.read_metrics())
+        if with_oof and fold.oof.is_file():
+            rec.probs, rec.index = fold.read_oof()
         folds[rec.fold] = rec
-    return RunRecord(path=run_dir, config=config, folds=dict(sorted(folds.items())))
-
-
-def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Every folder under `root` (itself included) that holds a `config.yaml` beside `fold*/`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    found = [p.parent for p in root.rglob("config.yaml")
-             if any(_FOLD_DIR.match(c.name) for c in p.parent.iterdir() if c.is_dir())]
-    return sorted(found)
+    return RunRecord(path=run.path, config=config, folds=folds)
 
 
 def list_runs(root: str | os.PathLike = "runs", sort: str | None = None) -> list[dict]:
@@ -110,7 +87,7 @@ def list_runs(root: str | os.PathLike = "runs", sort: str | None = None) -> list
     reverses that. Default: label_acc, best first.
     """
     root = Path(root)
-    runs = [load_run(p) for p in find_runs(root)]
+    runs = [load_run(r) for r in RunDir.find(root)]
     differing = differing_keys([r.config for r in runs])
     rows = []
     for run in runs:
@@ -232,55 +209,3 @@ def _hms(seconds: float) -> str:
 def _compact(value: Any) -> Any:
     # Lists and dicts (e.g. curriculum stages) as short one-line JSON for a table cell.
     return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
-
-
-# --------------------------------------------------------------------------- files
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise DataError(f"{path}: line {n} is not JSON") from None
-    return rows
-
-
-def _read_oof(fold_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        probs = np.load(fold_dir / "oof.npy")
-        index = np.load(fold_dir / "oof_index.npy")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{fold_dir}: unreadable oof.npy / oof_index.npy ({exc})") from None
-    if probs.ndim != 2 or index.shape != (len(probs),):
-        raise DataError(f"{fold_dir}: oof.npy {probs.shape} does not match oof_index.npy {index.shape}")
-    return probs.astype(np.float32), index.astype(np.int64)
-
-
-def find_data_dir(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
-    """`data_dir` if given, else the data folder the run recorded (`data_dir` in RUN/run.json or
-    RUN/config.yaml); a DataError asking for --data when neither exists."""
-    run_dir = Path(run_dir)
-    if data_dir is None:
-        for name in ("run.json", "config.yaml"):
-            path = run_dir / name
-            if not path.is_file():
-                continue
-            import yaml  # JSON is YAML too
-
-            try:
-                recorded = (yaml.safe_load(path.read_text()) or {}).get("data_dir")
-            except (yaml.YAMLError, AttributeError):
-                recorded = None
-            if recorded:
-                data_dir = recorded
-                break
-    if data_dir is None:
-        raise DataError(f"{run_dir}: the run does not record its data folder; pass --data DATA_DIR")
-    data_dir = Path(data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data folder not found")
-    return data_dir

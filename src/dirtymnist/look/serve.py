@@ -4,8 +4,9 @@
 
 Starlette + uvicorn and one static page (`serve_static/`): a light install (no gradio-size
 dependency tree), no front-end build, nothing loaded from the network. Probabilities come from
-`predict.predict_images` (the `predict` code path, models kept loaded); heat maps from the
-class maps (`heatmaps.py`). Bad uploads answer 400 with a one-line message the page shows.
+`ensemble.ensemble_probs` (the `predict` code path, models kept loaded) and letters from the
+run's `Thresholds.apply`; heat maps from the class maps (`heatmaps.py`). Bad uploads answer
+400 with a one-line message the page shows.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ class Inference:
     def __init__(self, runs: Sequence[str | os.PathLike], tta: str = "none", device: str | None = None):
         import torch
 
-        from dirtymnist.infer.predict import tta_views
-        from dirtymnist.infer.thresholds import THRESHOLDS_JSON, parse_thresholds
-        from dirtymnist.model.checkpoint import resolve_run
+        from dirtymnist.infer.loader import tta_views
+        from dirtymnist.infer.thresholds import run_thresholds
         from dirtymnist.model.precision import choose_device
+        from dirtymnist.rundir import model_files
 
         if not runs:
             raise ConfigError("give at least one RUN (run directory or checkpoint)")
@@ -62,34 +63,32 @@ class Inference:
         names = [Path(r).name or str(r) for r in runs]
         self.runs = []
         for run, name in zip(runs, names):
-            spec = Path(run) / THRESHOLDS_JSON
-            thr = parse_thresholds(str(spec) if spec.is_file() else "0.5")
             label = name if names.count(name) == 1 else str(run)
-            self.runs.append(ServedRun(label, resolve_run(run), thr))
-        self._models: dict[Path, tuple] = {}
+            self.runs.append(ServedRun(label, model_files(run), run_thresholds(run)))
+        self._models: dict[Path, object] = {}
         self._lock = threading.Lock()
         for run in self.runs:  # load now: a broken checkpoint fails at start, not on the page
             for path in run.members:
-                self._load(path, "torch", self.device)
+                self._load(path, self.device)
 
-    def _load(self, path: Path, engine: str, device):
-        from dirtymnist.infer.predict import load_member
+    def _load(self, path: Path, device):
+        """`loader.open_model`, once per model file."""
+        from dirtymnist.infer.loader import open_model
 
         if path not in self._models:
-            self._models[path] = load_member(path, engine, device)
+            self._models[path] = open_model(path, device)
         return self._models[path]
 
     def __call__(self, images: np.ndarray) -> list[dict]:
         """Per run: probs (N, 26) float32, pred (N, 26) uint8, maps (N, 26, h, w) float32 or None."""
-        from dirtymnist.infer.predict import predict_images
+        from dirtymnist.infer.ensemble import ensemble_probs
         from dirtymnist.look.heatmaps import mean_maps
 
         out = []
         with self._lock:
             for run in self.runs:
-                probs = predict_images([run.members], images, np.arange(len(images)), tta=self.tta,
-                                       device=self.device, load=self._load)
-                loaded = [self._models[p][:2] for p in run.members]
+                probs = ensemble_probs([run.members], images, tta=self.tta, device=self.device, load=self._load)
+                loaded = [(self._models[p].net, self._models[p].config) for p in run.members]
                 out.append({"probs": probs, "pred": run.thresholds.apply(probs),
                              "maps": mean_maps(loaded, images, self.device)})
         return out

@@ -6,7 +6,6 @@ finished inside the current epoch), global_step, best, history, config, letters,
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import torch
 
 from dirtymnist.atomic import atomic_path
 from dirtymnist.errors import ConfigError
-from dirtymnist.rundir import fold_number
 from dirtymnist.space import ensure_free
 
 
@@ -64,60 +62,26 @@ def _py_state_from_list(s):
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
-    """Rebuild the model of a checkpoint. Returns (model in eval mode, TrainConfig, letters)."""
+    """Rebuild the model of a checkpoint. Returns (model in eval mode, TrainConfig, letters).
+
+    For inference prefer `infer.loader.open_model`, which also opens ONNX and packaged models."""
     from dirtymnist.config import config_from_dict
-    from dirtymnist.model.build import build_model
 
     state = load_checkpoint(path)
     cfg = config_from_dict({**state["config"], "pretrained": ""}, source=str(path))
     letters = list(state["letters"])
-    model = build_model(cfg, len(letters))
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
+    return model_from_state(cfg, len(letters), weights, path).to(device).eval(), cfg, letters
+
+
+def model_from_state(cfg, num_classes: int, weights: dict[str, torch.Tensor], source: str | Path):
+    """The network of `cfg` with `weights` loaded (a checkpoint's, or a packaged safetensors
+    file's); a ConfigError naming `source` when they do not fit the config."""
+    from dirtymnist.model.build import build_model
+
+    model = build_model(cfg, num_classes)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise ConfigError(f"{path}: weights do not match its config ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), cfg, letters
-
-
-# --------------------------------------------------------------------------- a run's model files
-CHECKPOINT_NAMES = ("best", "last", "averaged", "swa")  # fold{k}/NAME.pt that predict can pick
-
-
-def model_name(ckpt: Path) -> str:
-    """`fold0/best.pt` -> fold0, `fold0/averaged.pt` -> fold0_averaged, `x.pt` -> x."""
-    if ckpt.parent.name.startswith("fold"):
-        return ckpt.parent.name if ckpt.name == "best.pt" else f"{ckpt.parent.name}_{ckpt.stem}"
-    return ckpt.stem
-
-
-def resolve_run(run: str | os.PathLike, engine: str = "torch", checkpoint: str = "best") -> list[Path]:
-    """The model files of one RUN argument: a run directory's `fold*/{checkpoint}.pt` or one file.
-
-    checkpoint: best | last | averaged (`dirtymnist average`) | swa (`swa_epochs`).
-
-    With engine="onnx" each checkpoint stands for the `.onnx` file `export` wrote beside it; a
-    folder of `.onnx` files (an `export --out` folder) or one `.onnx` file also works.
-    """
-    run = Path(run)
-    if not run.exists():
-        raise ConfigError(f"{run}: no such run directory or checkpoint")
-    if run.is_dir():
-        if checkpoint not in CHECKPOINT_NAMES:
-            raise ConfigError(f"--checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINT_NAMES)}")
-        found = sorted(run.glob(f"fold*/{checkpoint}.pt"), key=lambda p: fold_number(p.parent.name))
-        if not found and engine == "onnx":  # an `export --out` folder: fold0.onnx, fold0_swa.onnx, ...
-            kinds = tuple(f"_{k}" for k in CHECKPOINT_NAMES if k != "best")
-            found = sorted(p for p in run.glob("*.onnx")
-                           if (p.stem.endswith(f"_{checkpoint}") if checkpoint != "best" else not p.stem.endswith(kinds)))
-        if not found:
-            hint = {"averaged": "; run `dirtymnist average` first", "swa": "; train with --set swa_epochs=N"}
-            raise ConfigError(f"{run}: no fold*/{checkpoint}.pt checkpoints{hint.get(checkpoint, ' (not a run directory?)')}")
-    else:
-        found = [run]
-    if engine == "onnx":
-        found = [p if p.suffix == ".onnx" else p.with_suffix(".onnx") for p in found]
-        for p in found:
-            if not p.is_file():
-                raise ConfigError(f"{p}: ONNX model not found; run `dirtymnist export {run}` first")
-    return found
+        raise ConfigError(f"{source}: weights do not match its config ({str(exc).splitlines()[0]})") from None
+    return model
