@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dirtymnist.config import RESUME_SAFE_KEYS
 from dirtymnist.errors import DataError
 from dirtymnist.rundir import RunDir
 
@@ -29,8 +30,7 @@ RESULT_COLUMNS = ("folds", "label_acc", "label_acc_std", "epochs_done", "time_s"
 # Sorted high-to-low by default (the others low-to-high).
 _DESCENDING = {"label_acc", "samples_per_s", "folds", "epochs_done"}
 # Keys that say nothing about the experiment itself.
-_IGNORED_KEYS = {"num_workers", "log_every", "checkpoint_minutes", "keep_last", "tensorboard", "preset",
-                 "tracking", "tracking_uri"}
+_IGNORED_KEYS = RESUME_SAFE_KEYS  # run options: they do not change results
 
 
 @dataclass
