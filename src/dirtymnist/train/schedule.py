@@ -11,9 +11,9 @@
 `scheduler`, per stage (each stage starts again from its own peak lr, `lr` or the stage's):
   cosine    linear warmup over `warmup_epochs`, then cosine down to `min_lr_ratio` x the peak
   constant  the same warmup, then flat
-  step      StepLR(step_size, gamma)
+  step      StepLR(step_size, gamma), per epoch
   plateau   ReduceLROnPlateau(plateau_patience, plateau_factor) on the validation loss, per epoch
-`scheduler_interval`: step (the schedule moves after each optimizer step) or epoch.
+`scheduler_interval` (cosine, constant): step (the lr moves after each optimizer step) or epoch.
 The torch scheduler's own state is what checkpoints keep (key `scheduler`).
 """
 
@@ -85,18 +85,23 @@ class Schedule:
                 group["lr"] = lr
         self._resumed = None
 
+    @property
+    def per_step(self) -> bool:
+        """Whether the lr moves after each optimizer step (else after each epoch)."""
+        return self.cfg.scheduler in ("cosine", "constant") and self.cfg.scheduler_interval == "step"
+
     def after_step(self) -> None:
         """After an optimizer step (the engine calls this)."""
-        if self.scheduler is not None and self.cfg.scheduler != "plateau" and self.cfg.scheduler_interval == "step":
+        if self.scheduler is not None and self.per_step:
             self.scheduler.step()
 
     def after_epoch(self, val_loss: float) -> None:
         """After an epoch's validation."""
-        if self.scheduler is None:
+        if self.scheduler is None or self.per_step:
             return
         if self.cfg.scheduler == "plateau":
             self.scheduler.step(val_loss)
-        elif self.cfg.scheduler == "step" or self.cfg.scheduler_interval == "epoch":
+        else:
             self.scheduler.step()
 
     def state_dict(self) -> dict | None:
