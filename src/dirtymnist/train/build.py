@@ -1,4 +1,4 @@
-"""What a fold trains: seed, model, loss, optimizer, grad scaler, schedule, weight averages (`build_parts`)."""
+"""`build_parts`: the `TrainParts` of a fold (model, loss, optimizer, schedule, EMA, SWA, grad scaler), built in a fixed order; `seed_everything`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-batch work: `train_one_epoch` over a fold's `TrainParts` and one `Stage`, and `evaluate`, each returning a dict of metrics."""
+"""Per-batch work (DETR's engine.py): `train_one_epoch` over a fold's `TrainParts` and a `Stage`; `evaluate`."""
 
 from __future__ import annotations
 
