@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from dirtymnist import layout
+from dirtymnist.rundir import RunDir
 
 TINY = ["model=test_resnet", "image_size=32", "batch_size=8", "epochs=2", "stages=[]",
         "augment=winner", "ema=0.9", "checkpoint_minutes=0.000001"]
@@ -185,12 +186,12 @@ def loadable_run(run: Path) -> list[str]:
     from dirtymnist.outputs import verify_set
 
     problems = []
-    for ckpt in run.glob("fold*/*.pt"):
+    for ckpt in (c for f in RunDir(run).folds() for c in f.path.glob("*.pt")):
         try:
             load_checkpoint(ckpt)
         except DirtyMnistError as exc:
             problems.append(f"unloadable checkpoint: {exc}")
-    for manifest in run.glob("fold*/oof.set.json"):
+    for manifest in (f.oof_set for f in RunDir(run).folds() if f.oof_set.is_file()):
         with contextlib.suppress(DirtyMnistError):  # refused = detected, not mixed
             verify_set(manifest, "")
     return problems
@@ -259,7 +260,7 @@ def disk_full_checkpoint(work: Path, rounds: int, rng: random.Random, ref: Path,
             rc, err = finish(dm(*train_args(data, run, cache)))
             problems += [] if rc == 0 else [f"resume with space failed: {err.strip()[-300:]}"]
             if rc == 0:
-                problems += same_weights(ref / "fold0" / "last.pt", run / "fold0" / "last.pt")
+                problems += same_weights(RunDir(ref).fold(0).last, RunDir(run).fold(0).last)
             row.check(problems, hit)
     return row
 
@@ -301,7 +302,7 @@ def two_writers(work: Path, rounds: int, data: Path, cache: Path) -> Row:
         run = work / f"run-two-{r}"
         long = ("--set", "epochs=3000")  # still training while the others start (then killed)
         a = dm(*train_args(data, run, cache, *long))
-        lock = run / "fold0" / ".lock"
+        lock = RunDir(run).fold(0).lock
         deadline = time.monotonic() + 120
         while not (lock.is_file() and lock.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -316,7 +317,7 @@ def two_writers(work: Path, rounds: int, data: Path, cache: Path) -> Row:
             problems.append(f"second writer of fold 0 not refused by PID: exit {rc_b}, {err_b.strip()[-200:]}")
         if rc_c != 2 or "differs in lr" not in err_c:
             problems.append(f"other settings not refused: exit {rc_c}, {err_c.strip()[-200:]}")
-        if "lr: 0.5" in (run / "config.yaml").read_text():
+        if "lr: 0.5" in RunDir(run).config.read_text():
             problems.append("config.yaml holds the refused run's settings")
         try:
             FileLock(lock).acquire(timeout=0).release()  # the killed holder left no stale lock
@@ -340,8 +341,9 @@ def parallel_folds(work: Path, rounds: int) -> Row:
         problems = [f"job {i} failed: exit {rc}, {err.strip()[-300:]}"
                     for i, (rc, err) in enumerate(results) if rc != 0]
         for f in (0, 1):
-            if (run / f"fold{f}" / "last.pt").is_file():
-                if load_checkpoint(run / f"fold{f}" / "last.pt")["epoch"] != 2:
+            last = RunDir(run).fold(f).last
+            if last.is_file():
+                if load_checkpoint(last)["epoch"] != 2:
                     problems.append(f"fold {f} did not finish")
             else:
                 problems.append(f"fold {f}: no last.pt")
@@ -380,7 +382,7 @@ def kill_train(work: Path, rounds: int, rng: random.Random, ref: Path, data: Pat
     rc, err = finish(dm(*train_args(data, run, cache)))
     final = [] if rc == 0 else [f"resume failed: {err.strip()[-300:]}"]
     if rc == 0:
-        final += same_weights(ref / "fold0" / "last.pt", run / "fold0" / "last.pt") + leftovers(run)
+        final += same_weights(RunDir(ref).fold(0).last, RunDir(run).fold(0).last) + leftovers(run)
     if final:
         row.lost += 1
         row.problems += final

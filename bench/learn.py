@@ -123,6 +123,7 @@ def _steps_per_minute(args) -> int:
 def run(args) -> None:
     import torch
 
+    from dirtymnist.rundir import FoldDir
     from dirtymnist.train.loop import train_fold
 
     torch.set_num_threads(args.threads)
@@ -143,14 +144,15 @@ def run(args) -> None:
 
             shutil.rmtree(run_dir)
         loads = []
-        train_fold(cfg, split, train_rows, val_rows, run_dir, torch.device("cpu"), force=True)
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        fold = FoldDir(run_dir, 0)
+        train_fold(cfg, split, train_rows, val_rows, fold, torch.device("cpu"), force=True)
+        rows = fold.read_metrics()
         loads.append(os.getloadavg()[0])
         t = np.cumsum([r["data_time"] + r["step_time"] for r in rows]) / 60
         curves[arm] = [(float(m), r["label_acc"], r["train_loss"], r["val_loss"], r["stage"]) for m, r in zip(t, rows)]
         print(f"{arm}: " + ", ".join(f"{m:.1f}min {a:.3f}" for m, a, *_ in curves[arm])
               + f"  (load {loads[-1]:.1f})", flush=True)
-        finals[arm] = _final_tta(run_dir / "last.pt", split, val_rows)
+        finals[arm] = _final_tta(fold.last, split, val_rows)
         print(f"{arm}: final model, " + ", ".join(f"{k} TTA {v:.4f}" for k, v in finals[arm].items()), flush=True)
         _write(out, curves, gen, spm, args, finals)
 

@@ -22,6 +22,7 @@ TRIAL = ["model=dm_fcn", "stages=[]", "epochs=2", "image_size=64", "batch_size=3
 
 
 def run(data: Path, out: Path, workers: int, trials: int) -> dict:
+    from dirtymnist.rundir import RunDir
     from dirtymnist.search.tune import tune
 
     space = out / "space.yaml"
@@ -31,7 +32,7 @@ def run(data: Path, out: Path, workers: int, trials: int) -> dict:
     r = tune(data, "cpu", trials=trials, budget_minutes=30, overrides=TRIAL, space=space,
              out=out, subset=0, workers=workers)
     seconds = time.perf_counter() - t0
-    epochs = sum(len(p.read_text().splitlines()) for p in out.glob("cpu/trial-*/fold0/metrics.jsonl"))
+    epochs = sum(len(RunDir(p).fold(0).read_metrics()) for p in out.glob("cpu/trial-*"))
     return {"workers": workers, "seconds": round(seconds, 1), "complete": r.n_complete,
             "pruned": r.n_pruned, "epochs": epochs,
             "trials_per_hour": round(3600 * (r.n_complete + r.n_pruned) / seconds, 1),

@@ -33,6 +33,24 @@ def _params(model_state: dict, model) -> dict:
     return {k: v for k, v in model_state.items() if k in names}
 
 
+def _label_accuracy(model, data, fold) -> float:
+    """Label accuracy of `model` on the fold's validation images (its oof_index.npy rows)."""
+    import numpy as np
+
+    from dirtymnist.arrays import positions, sigmoid
+    from dirtymnist.data.cache import open_split
+    from dirtymnist.metrics import label_accuracy
+    from dirtymnist.train.engine import predict_logits
+    from dirtymnist.train.sources import CachedBatches, make_loader
+
+    split = open_split(data / ".dirtymnist_cache", "train")
+    rows = positions(split.index, np.load(fold / "oof_index.npy"))
+    batches = CachedBatches(split.images, split.labels, rows, 64, shuffle=False, drop_last=False)
+    _, cfg, _ = load_model(fold / "swa.pt")
+    logits = predict_logits(model, make_loader(batches, 0, 0, False), cfg, torch.device("cpu"))
+    return label_accuracy(sigmoid(logits) > 0.5, split.labels[rows])
+
+
 def test_mean_state_dict_is_the_mean_and_keeps_integer_counters():
     a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
     b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(5)}
@@ -53,7 +71,7 @@ def test_swa_checkpoint_is_the_mean_of_the_last_epochs_with_fresh_bn(run):
     bn = [k for k in swa["model"] if k.endswith("running_var")]
     assert bn and any(not torch.allclose(swa["model"][k], expected[k]) for k in bn)
     assert swa["averaged"] == {"kind": "swa", "from": ["epoch 2", "epoch 3"]}
-    assert 0 <= swa["best"]["label_acc"] <= 1
+    assert swa["best"]["label_acc"] == _label_accuracy(model, data, fold)  # of these weights
     record = json.loads((run / "run.json").read_text())
     assert record["checkpoints"]["fold0/swa.pt"]["kind"] == "swa"
 

@@ -111,6 +111,20 @@ def test_curriculum_stage_boundary_resumes_bit_exactly(tmp_path, make_dataset):
         assert torch.equal(a["model"][key], b["model"][key]), f"model.{key} differs after resume"
 
 
+def test_the_glyph_crop_stage_is_reached_through_its_source_and_trains_with_softmax(tmp_path, make_dataset):
+    """`source: glyphs` (glyph_stage.py, an experiment kept out of the core loop) still trains:
+    crops at their own size, a 26-way softmax (its loss starts near ln 26, BCE's near ln 2)."""
+    from dirtymnist.train.loop import train
+
+    data = make_dataset(tmp_path / "data", n_train=16, n_test=2)
+    stages = "[{name: g, source: glyphs, steps: 2}, {name: data, source: data, epochs: 1}]"
+    cfg = load_config("cpu", ["model=dm_fcn_tiny", "image_size=64", "batch_size=4", f"stages={stages}"])
+    train(data, cfg, run_dir=tmp_path / "run")
+    history = load_checkpoint(tmp_path / "run" / "fold0" / "last.pt")["history"]
+    assert [(r["source"], r["samples"]) for r in history] == [("glyphs", 8), ("data", 12)]
+    assert history[0]["train_loss"] > 2.5 > 1.0 > history[1]["train_loss"]
+
+
 def test_training_scenes_never_repeat_a_dataset_written_with_the_same_seed():
     """`synth --seed 0` and a training stage with seed=0 must not share images (a leak of the
     synthetic test set into training, which once inflated the demo's test accuracy)."""

@@ -51,7 +51,7 @@ def test_auto_on_cuda_is_bf16_only_where_the_card_computes_it_natively(monkeypat
 
 @pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
 def test_fp16_training_gets_a_grad_scaler(monkeypatch):
-    from dirtymnist.train.loop import build_grad_scaler
+    from dirtymnist.train.build import build_grad_scaler
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert build_grad_scaler(load_config("cpu"), CUDA) is not None

@@ -88,7 +88,7 @@ def test_a_corrupt_last_pt_falls_back_to_the_newest_epoch_checkpoint(run_copy, c
     data, run = run_copy
     last = run / "fold0" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # torn by a disk failure
-    caplog.set_level(logging.WARNING, logger="dirtymnist.train.guards")
+    caplog.set_level(logging.WARNING, logger="dirtymnist.train.checkpointer")
     assert cli_main(train_argv(data, run, TINY)) == 0
     assert "resuming from epoch002.pt instead" in caplog.text
     assert load_checkpoint(last)["epoch"] == 2  # repaired from the kept copy

@@ -100,13 +100,21 @@ def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "val_loss", "label_acc", "exact_match", "per_letter_acc", "lr", "seconds", "samples_per_s"):
         assert key in rows[0]
-    assert 0 <= rows[-1]["label_acc"] <= 1 and len(rows[0]["per_letter_acc"]) == 26
     ckpt = load_checkpoint(fold / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"]["model"] == "test_resnet" and len(ckpt["letters"]) == 26
     import numpy as np
 
+    from dirtymnist.arrays import positions
+    from dirtymnist.metrics import label_accuracy
+
     oof, oof_index = np.load(fold / "oof.npy"), np.load(fold / "oof_index.npy")
     assert oof.shape == (8, 26) and oof_index.shape == (8,)
+    # the best epoch's metrics are those of its out-of-fold probabilities against the data's labels
+    answers = np.loadtxt(data / "dirty_mnist_2nd_answer.csv", delimiter=",", skiprows=1, dtype=np.int64)
+    labels = answers[positions(answers[:, 0], oof_index), 1:]
+    best = rows[ckpt["best"]["epoch"] - 1]
+    assert best["label_acc"] == label_accuracy(oof > 0.5, labels) == ckpt["best"]["label_acc"]
+    assert best["per_letter_acc"] == [float(v) for v in ((oof > 0.5) == labels).mean(0)]
     model, cfg, letters = load_model(fold / "best.pt")
     assert cfg.head == "lse" and letters[0] == "a"
     # the same command again: nothing left to do; another config: refused, naming the keys

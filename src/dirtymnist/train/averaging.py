@@ -20,9 +20,9 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError
+from dirtymnist.rundir import FoldDir, RunDir
 
 log = logging.getLogger(__name__)
-
 
 
 # --------------------------------------------------------------------------- averaging
@@ -38,16 +38,6 @@ def mean_state_dict(states: list[dict]) -> dict:
         else:
             out[key] = last.clone()
     return out
-
-
-def start_swa(model: torch.nn.Module, cfg) -> AveragedModel | None:
-    """The running average of the last `cfg.swa_epochs` epochs' weights (None when off)."""
-    return AveragedModel(model) if cfg.swa_epochs > 0 else None
-
-
-def in_swa_window(cfg, epoch: int, n_epochs: int) -> bool:
-    """Whether epoch `epoch` (0-based, of `n_epochs` planned) is one SWA averages."""
-    return cfg.swa_epochs > 0 and epoch >= n_epochs - cfg.swa_epochs
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -87,36 +77,62 @@ def note_checkpoint(run_dir: Path, path: Path, kind: str, sources: list[str], va
     """Record an averaged checkpoint in RUN/run.json under `checkpoints` (other keys kept),
     under RUN/.lock: workers sharing a run's folds each note their own fold's."""
     from dirtymnist.locks import FileLock
-    from dirtymnist.train.guards import RUN_LOCK_WAIT_S, read_run_json
+    from dirtymnist.train.guards import RUN_LOCK_WAIT_S
 
-    record_path = run_dir / "run.json"
-    with FileLock(run_dir / ".lock", what="a run.json update").acquire(timeout=RUN_LOCK_WAIT_S):
-        record = read_run_json(record_path)
+    run = RunDir(run_dir)
+    with FileLock(run.lock, what="a run.json update").acquire(timeout=RUN_LOCK_WAIT_S):
+        record = run.read_record()
         entry = {"kind": kind, "from": sources}
         if val:
             entry.update({k: val[k] for k in ("label_acc", "val_loss", "exact_match") if k in val})
         record.setdefault("checkpoints", {})[str(path.relative_to(run_dir))] = entry
-        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(run.record, json.dumps(record, indent=2) + "\n")
 
 
-def finish_swa(swa: AveragedModel, cfg, letters, split, train_rows, val_rows, device,
-               fold_dir: Path, fold: int, epochs_done: int) -> dict | None:
-    """Batch-norm statistics for the averaged weights, validation, then `fold_dir/swa.pt`.
-    Returns the validation metrics (None when no epoch reached the SWA window)."""
-    from dirtymnist.train.losses import build_loss
+class SwaAverage:
+    """SWA along a run (`swa_epochs` > 0): the running mean of the last `swa_epochs` epochs'
+    weights, kept in last.pt (key `swa`) and written to `fold{k}/swa.pt` when the fold ends.
+    Every method does nothing when `swa_epochs` is 0, so the loop calls them unconditionally."""
 
-    n = int(swa.n_averaged)
-    if n == 0:
-        log.warning("fold %d: training stopped before the last %d epochs: no swa.pt", fold, cfg.swa_epochs)
-        return None
-    recompute_bn(swa.module, cfg, split.images, train_rows, device)
-    val = validate(swa.module, cfg, split, val_rows, device, build_loss(cfg.loss))
-    epochs = [f"epoch {e}" for e in range(epochs_done - n + 1, epochs_done + 1)]
-    save_averaged(swa.module.state_dict(), None, cfg=cfg, letters=letters, fold=fold, epoch=epochs_done,
-                  kind="swa", sources=epochs, val=val, path=fold_dir / "swa.pt")
-    log.info("fold %d: swa of %d epochs: label_acc %.4f val_loss %.4f -> %s", fold, n, val["label_acc"],
-             val["val_loss"], fold_dir / "swa.pt")
-    return val
+    def __init__(self, model: torch.nn.Module, cfg, n_epochs: int, device: torch.device):
+        self.cfg, self.n_epochs, self.device = cfg, n_epochs, device
+        self.average = AveragedModel(model) if cfg.swa_epochs > 0 else None
+
+    def state_dict(self) -> dict | None:
+        return self.average.state_dict() if self.average is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.average is not None and state is not None:
+            self.average.load_state_dict(state)
+
+    def after_epoch(self, model: torch.nn.Module, epoch: int) -> None:
+        """Add the weights of epoch `epoch` (0-based) when it is one of the last `swa_epochs`."""
+        if self.average is not None and epoch >= self.n_epochs - self.cfg.swa_epochs:
+            self.average.update_parameters(model)
+
+    def finish(self, split, train_rows: np.ndarray, val_rows: np.ndarray, fold_dir: FoldDir,
+               epochs_done: int, *, missing_only: bool = False) -> dict | None:
+        """Batch-norm statistics for the averaged weights, validation, then `fold_dir`'s swa.pt.
+        missing_only: the fold had finished before; write swa.pt only if a kill lost it. Returns the
+        validation metrics (None when off, or when no epoch reached the SWA window)."""
+        from dirtymnist.train.losses import build_loss
+
+        cfg, device, path = self.cfg, self.device, fold_dir.checkpoint("swa")
+        if self.average is None or (missing_only and path.is_file()):
+            return None
+        n = int(self.average.n_averaged)
+        if n == 0:
+            log.warning("fold %d: training stopped before the last %d epochs: no swa.pt", fold_dir.fold,
+                        cfg.swa_epochs)
+            return None
+        recompute_bn(self.average.module, cfg, split.images, train_rows, device)
+        val = validate(self.average.module, cfg, split, val_rows, device, build_loss(cfg.loss))
+        epochs = [f"epoch {e}" for e in range(epochs_done - n + 1, epochs_done + 1)]
+        save_averaged(self.average.module.state_dict(), None, cfg=cfg, letters=split.letters, fold=fold_dir.fold,
+                      epoch=epochs_done, kind="swa", sources=epochs, val=val, path=path)
+        log.info("fold %d: swa of %d epochs: label_acc %.4f val_loss %.4f -> %s", fold_dir.fold, n,
+                 val["label_acc"], val["val_loss"], path)
+        return val
 
 
 def validate(model, cfg, split, val_rows: np.ndarray, device, loss_fn) -> dict:

@@ -18,14 +18,13 @@ import numpy as np
 from dirtymnist.atomic import atomic_path
 from dirtymnist.errors import DataError
 from dirtymnist.locks import FileLock, LockHeld
+from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-CLAIM_NAME = ".claim"
-
 
 def claim_path(run_dir: str | Path, fold: int) -> Path:
-    return Path(run_dir) / f"fold{fold}" / CLAIM_NAME
+    return RunDir(run_dir).fold(fold).claim
 
 
 def claim(run_dir: str | Path, fold: int) -> FileLock:
@@ -47,7 +46,7 @@ def train_claimed(run_dir: str | Path, folds: Iterable[int], train_one: Callable
             return {pending[0]: train_one(pending[0])}
     for timeout in (0, None):
         for fold in list(pending):
-            lock = FileLock(claim_path(run_dir, fold), what=f"train fold {fold}")
+            lock = claim(run_dir, fold)
             try:
                 lock.acquire(timeout=timeout)
             except LockHeld:
@@ -70,32 +69,24 @@ def gather_oof(run_dir: str | Path, folds: Iterable[int]) -> Path | None:
     Identical content whichever worker writes it, and each write is atomic, so two workers
     finishing at once do no harm.
     """
-    run_dir, folds = Path(run_dir), list(folds)
-    missing = [f for f in folds if not (run_dir / f"fold{f}" / "oof.npy").is_file()]
+    run, folds = RunDir(run_dir), list(folds)
+    missing = [f for f in folds if not run.fold(f).oof.is_file()]
     if missing:  # e.g. stopped by a hook before its first epoch ended
-        log.warning("%s: folds %s have no oof.npy yet; nothing gathered", run_dir, ",".join(map(str, missing)))
+        log.warning("%s: folds %s have no oof.npy yet; nothing gathered", run.path, ",".join(map(str, missing)))
         return None
     probs, index, fold_of = [], [], []
     for fold in folds:
-        fold_dir = run_dir / f"fold{fold}"
-        try:
-            p = np.load(fold_dir / "oof.npy", allow_pickle=False)
-            i = np.load(fold_dir / "oof_index.npy", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{fold_dir}: cannot read its OOF files to gather them ({exc})") from None
-        if p.ndim != 2 or i.shape != (len(p),):
-            raise DataError(f"{fold_dir / 'oof.npy'}: shape {p.shape} does not match oof_index.npy {i.shape}")
+        p, i = run.fold(fold).read_oof()
         probs.append(p.astype(np.float32))
         index.append(i.astype(np.int64))
         fold_of.append(np.full(len(p), fold, np.int16))
     index_all = np.concatenate(index)
     if len(np.unique(index_all)) != len(index_all):
-        raise DataError(f"{run_dir}: the folds' OOF files share rows (folds of another split?)")
+        raise DataError(f"{run.path}: the folds' OOF files share rows (folds of another split?)")
     order = np.argsort(index_all, kind="stable")
-    for name, array in (("oof.npy", np.concatenate(probs)[order]), ("oof_index.npy", index_all[order]),
-                        ("oof_fold.npy", np.concatenate(fold_of)[order])):
-        with atomic_path(run_dir / name) as tmp, open(tmp, "wb") as f:
+    for path, array in ((run.oof, np.concatenate(probs)[order]), (run.oof_index, index_all[order]),
+                        (run.oof_fold, np.concatenate(fold_of)[order])):
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, array)
-    log.info("gathered %d out-of-fold rows of folds %s into %s", len(order),
-             ",".join(map(str, folds)), run_dir / "oof.npy")
-    return run_dir / "oof.npy"
+    log.info("gathered %d out-of-fold rows of folds %s into %s", len(order), ",".join(map(str, folds)), run.oof)
+    return run.oof

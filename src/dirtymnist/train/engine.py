@@ -1,4 +1,4 @@
-"""Per-batch work: `train_one_epoch` and `evaluate`, each returning a dict of metrics."""
+"""Per-batch work (DETR's engine.py): `train_one_epoch` over a fold's `TrainParts` and a `Stage`; `evaluate`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dirtymnist.arrays import sigmoid
 from dirtymnist.errors import DirtyMnistError
 from dirtymnist.model.precision import resolve_amp, use_channels_last
 from dirtymnist.model.transforms import augment, normalize, preprocess
 from dirtymnist.train import distributed as dist
-from dirtymnist.train.mixing import mix_batch
+from dirtymnist.train.losses import dense_loss
+from dirtymnist.train.schedule import Schedule
+from dirtymnist.train.sources import Stage, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -55,63 +57,71 @@ def autocast_context(cfg, device: torch.device, training: bool = True):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train_one_epoch(
-    model, loader, *, epoch: int, start_step: int, steps: int, optimizer, scheduler, loss_fn,
-    cfg, device, ema=None, raw_model=None, scaler=None, aug: str = "none", softmax: bool = False,
-    dense_weight: float = 1.0, on_step: Callable[[int], None] | None = None, desc: str = "train",
-) -> dict:
-    """Train over batches start_step..steps-1 of `loader` (which already starts at start_step).
+@dataclass
+class TrainParts:
+    """One fold's training set-up: what the engine steps and what a checkpoint keeps."""
 
-    A batch is (images, targets) or (images, targets, position maps): with maps, the loss adds
-    `dense_weight` x `dense_loss` on the model's class maps.
+    cfg: object  # TrainConfig
+    device: torch.device
+    model: torch.nn.Module  # the weights: what checkpoints keep and the averages follow
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    loss_fn: torch.nn.Module  # image-level loss (losses.build_loss)
+    ema: object | None  # timm ModelEmaV3 (`ema` > 0): validation and best.pt's "ema" use its weights
+    swa: object  # averaging.SwaAverage (`swa_epochs`); does nothing when off
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    second_pass: Callable  # SAM's second forward/backward (sam.py); a no-op when off
+    net: torch.nn.Module | None = None  # what the step runs: the model, or its DDP / compiled wrapper
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation and step hooks see: the EMA's when on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def wrap(self) -> None:
+        """`net`: the model in DDP (several processes) and/or torch.compile (`compile`)."""
+        net = self.model
+        if dist.world_size() > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+        self.net = torch.compile(net) if self.cfg.compile else net
+
+
+def train_one_epoch(parts: TrainParts, stage: Stage, *, epoch: int, start_step: int,
+                    on_step: Callable[[int], None] | None = None, desc: str = "train") -> dict:
+    """Train over batches start_step..end of `stage.batches` (DETR's engine, with exact resume).
+
+    on_step(step) runs after each optimizer step but the epoch's last (timed checkpoints, hooks).
+    Returns train_loss (mean over all ranks), samples, data_time, step_time.
     """
-    model.train()
+    cfg, device = parts.cfg, parts.device
+    steps = len(stage.batches)
+    loader = make_loader(stage.batches, start_step, cfg.num_workers, device.type == "cuda")
+    parts.net.train()
     rank = dist.rank()
     sum_loss, n_seen, data_time, step_time = 0.0, 0, 0.0, 0.0
     bar = _progress(steps, start_step, desc)
     t0 = time.perf_counter()
     step = start_step
-    for images, targets, *extra in loader:
+    for images, targets, *maps in loader:
         t_data = time.perf_counter()
         data_time += t_data - t0
         seed = step_seed(cfg.seed, epoch, step, rank)
-        torch.manual_seed(seed)  # dropout, stochastic depth
-        g = torch.Generator(device=device).manual_seed(seed)
-        x = to_input(images, cfg, device, g, aug)
-        y = targets.to(device, non_blocking=True).float()
-        target_maps = extra[0].to(device, non_blocking=True) if extra else None
-        if cfg.mix != "none" and not softmax:  # glyph crops hold one letter: softmax, never mixed
-            x, y, target_maps = mix_batch(x, y, target_maps, cfg.mix, cfg.mix_alpha, cfg.mix_prob,
-                                          np.random.default_rng([seed, 11]))
-        forward_loss = functools.partial(batch_loss, model, x, y, target_maps, cfg=cfg, device=device,
-                                         loss_fn=loss_fn, softmax=softmax, dense_weight=dense_weight)
+        x, y, target_maps = _step_inputs(stage, images, targets, maps, seed, device)
+        forward_loss = functools.partial(stage_loss, parts.net, x, y, target_maps, stage, device)
         loss = forward_loss()
         _check_finite(loss, epoch, step)
-        (scaler.scale(loss / cfg.accum_steps) if scaler else loss / cfg.accum_steps).backward()
+        (parts.scaler.scale(loss / cfg.accum_steps) if parts.scaler else loss / cfg.accum_steps).backward()
         boundary = (step + 1) % cfg.accum_steps == 0 or step + 1 == steps
         if boundary:
-            if cfg.sam_rho > 0:  # config: accum_steps 1, no fp16 scaler
-                _check_finite(sam_second_step(model, forward_loss, cfg.sam_rho), epoch, step)
-            if scaler:
-                scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(raw_model if raw_model is not None else model)
-            if scheduler is not None and cfg.scheduler != "plateau" and cfg.scheduler_interval == "step":
-                scheduler.step()
+            _check_finite(parts.second_pass(parts.net, forward_loss), epoch, step)  # SAM (sam.py); off: 0
+            optimizer_step(parts)
         sum_loss += loss.item() * x.shape[0]
         n_seen += x.shape[0]
         step += 1
         t0 = time.perf_counter()
         step_time += t0 - t_data
-        bar.update(step, loss.item(), optimizer.param_groups[0]["lr"])
+        bar.update(step, loss.item(), parts.schedule.lr)
         if boundary and on_step is not None and step < steps:
             on_step(step)
     bar.close()
@@ -124,68 +134,51 @@ def train_one_epoch(
     }
 
 
+def _step_inputs(stage: Stage, images, targets, maps: list, seed: int, device):
+    """The step's network input, targets and position maps (or None): preprocessed, augmented
+    and mixed with draws from the step's seed only."""
+    torch.manual_seed(seed)  # dropout, stochastic depth
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = to_input(images, stage.cfg, device, g, stage.augment)
+    y = targets.to(device, non_blocking=True).float()
+    target_maps = maps[0].to(device, non_blocking=True) if maps else None
+    return stage.mix(x, y, target_maps, rng=np.random.default_rng([seed, 11]))
+
+
+def optimizer_step(parts: TrainParts) -> None:
+    """The gradients are in: unscale (fp16), clip, step, zero them, update the EMA, move the lr."""
+    cfg, optimizer, scaler = parts.cfg, parts.optimizer, parts.scaler
+    if scaler:
+        scaler.unscale_(optimizer)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(parts.net.parameters(), cfg.grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if parts.ema is not None:
+        parts.ema.update(parts.model)
+    parts.schedule.after_step()
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
                             "the last good checkpoint is untouched: lower lr or set grad_clip")
 
 
-def batch_loss(model, x, y, target_maps, *, cfg, device, loss_fn, softmax: bool, dense_weight: float):
-    """The training loss of one batch: image-level (or softmax for glyph crops), plus the
-    dense loss of the class maps when position targets come with the batch."""
-    with autocast_context(cfg, device):
-        out = model(x, return_maps=True) if target_maps is not None else model(x)
+def stage_loss(net, x, y, target_maps, stage: Stage, device):
+    """The training loss of one batch: the stage's image-level loss, plus `dense_weight` x the
+    class-map loss when position maps come with the batch (dense stages)."""
+    with autocast_context(stage.cfg, device):
+        out = net(x, return_maps=True) if target_maps is not None else net(x)
     logits, maps = (out[0].float(), out[1].float()) if target_maps is not None else (out.float(), None)
-    loss = F.cross_entropy(logits, y.argmax(1)) if softmax else loss_fn(logits, y)
+    loss = stage.loss_fn(logits, y)
     if maps is not None:
-        loss = loss + dense_weight * dense_loss(maps, target_maps)
+        loss = loss + stage.dense_weight * dense_loss(maps, target_maps)
     return loss
-
-
-def sam_second_step(model, forward_loss, rho: float) -> torch.Tensor:
-    """Sharpness-aware minimisation (Foret et al. 2021), after the first backward: move the
-    weights by rho * g / |g| (the ascent step), take the gradient there, move back. The
-    optimizer then steps with that gradient. Costs a second forward and backward per step;
-    batch-norm running statistics are updated by the first pass only. Returns the loss at the
-    shifted weights."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return torch.zeros(())
-    with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        scale = rho / (norm + 1e-12)
-        originals = [p.detach().clone() for p in params]
-        for p in params:
-            p.add_(p.grad * scale)
-    for p in params:
-        p.grad = None
-    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in batch_norms]
-    for m in batch_norms:
-        m.momentum = 0.0
-    try:
-        loss = forward_loss()
-        loss.backward()
-    finally:
-        for m, (momentum, tracked) in zip(batch_norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-        with torch.no_grad():
-            for p, w in zip(params, originals):
-                p.copy_(w)
-    return loss.detach()
-
-
-def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Focal BCE of class maps (B, K, h, w) logits against position maps (B, K, g, g) {0,1},
-    max-pooled to (h, w); summed and divided by the number of positive cells (CenterNet)."""
-    t = F.adaptive_max_pool2d(target.float(), maps.shape[-2:])
-    bce = F.binary_cross_entropy_with_logits(maps, t, reduction="none")
-    p = torch.sigmoid(maps)
-    weight = torch.where(t > 0, (1 - p) ** 2, p**2).detach()
-    return (weight * bce).sum() / t.sum().clamp(min=1.0)
 
 
 @torch.no_grad()

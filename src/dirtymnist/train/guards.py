@@ -1,4 +1,4 @@
-"""Guards of a run folder: one writer per fold, and its description written only after checks.
+"""Guards of a run folder: one writer per fold, and its description written only after checks (RunDir paths).
 
     RUN/.lock          held for a moment while a train checks and records the run
     RUN/config.yaml    the config the run was made with (refuses another one unless --force)
@@ -11,26 +11,23 @@ Locks are `fcntl` locks (`dirtymnist.locks`): a SIGKILLed train leaves none behi
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
 from pathlib import Path
 
 import yaml
 
-from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.atomic import atomic_write_text
 from dirtymnist.config import TrainConfig, diff_configs, dump_yaml
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.locks import FileLock
-
-log = logging.getLogger(__name__)
+from dirtymnist.rundir import FoldDir, RunDir
 
 RUN_LOCK_WAIT_S = 60  # another train holds RUN/.lock only while it checks and records
 
 
-def lock_fold(fold_dir: str | os.PathLike, fold: int) -> FileLock:
+def lock_fold(fold_dir: FoldDir) -> FileLock:
     """Take fold k's writer lock now, or refuse (LockHeld naming the holder's PID and host)."""
-    return FileLock(Path(fold_dir) / ".lock", what=f"a train of fold {fold}").acquire(timeout=0)
+    return FileLock(fold_dir.lock, what=f"a train of fold {fold_dir.fold}").acquire(timeout=0)
 
 
 def check_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.PathLike, *,
@@ -39,8 +36,8 @@ def check_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.P
 
     Nothing is written: a refused train leaves the run folder exactly as it was.
     """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
+    run = RunDir(run_dir)
+    config_path = run.config
     if config_path.is_file():
         try:
             before = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
@@ -53,11 +50,11 @@ def check_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.P
                               f"{', '.join(changed)}); use the same settings, another --run-dir, or --force")
     data = str(Path(data_dir).expanduser().absolute())
     record = {"data_dir": data}
-    old = read_run_json(run_dir / "run.json")
+    old = run.read_record()
     was = old.get("data_dir")
     if was and not _same_folder(was, data):
         if not force:
-            raise DataError(f"{run_dir / 'run.json'}: the run trains on {was}, not {data}; "
+            raise DataError(f"{run.record}: the run trains on {was}, not {data}; "
                             "use another --run-dir, or --force to go on with the new folder "
                             "(the run then records both)")
         record["previous_data_dirs"] = [*old.get("previous_data_dirs", []), was]
@@ -69,58 +66,26 @@ def check_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.P
 def record_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.PathLike,
                cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> None:
     """Check again under RUN/.lock, then write config.yaml and run.json (atomically)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(run_dir / ".lock", what="a train recording its run").acquire(timeout=RUN_LOCK_WAIT_S):
-        record = check_run(run_dir, cfg, data_dir, force=force)
-        for stale in [*run_dir.glob(".config.yaml.*.tmp"), *run_dir.glob(".run.json.*.tmp")]:
-            stale.unlink()  # left by a train killed while recording
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    with FileLock(run.lock, what="a train recording its run").acquire(timeout=RUN_LOCK_WAIT_S):
+        record = check_run(run.path, cfg, data_dir, force=force)
+        for written in (run.config, run.record):  # temp files of a train killed while recording
+            for stale in run.path.glob(f".{written.name}.*.tmp"):
+                stale.unlink()
         record["cache_dir"] = str(Path(cache_dir).absolute()) if cache_dir else None
         record["weights"] = cfg.pretrained_record  # what `pretrained` loaded (weights.settle)
-        old = read_run_json(run_dir / "run.json")
+        old = run.read_record()
         if "checkpoints" in old:  # averaged checkpoints noted by `average` / swa_epochs
             record["checkpoints"] = old["checkpoints"]
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        atomic_write_text(run.config, dump_yaml(cfg))
         # where the data lives, so later commands (thresholds, report, package) need only RUN
-        atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(run.record, json.dumps(record, indent=2) + "\n")
 
 
-def load_resume_point(fold_dir: str | os.PathLike, fold: int) -> dict:
-    """fold_dir/last.pt; when it is unreadable, the newest readable kept epoch*.pt instead.
-
-    When neither exists, the error names exactly which file to delete to start the fold again.
-    """
-    from dirtymnist.model.checkpoint import load_checkpoint
-
-    fold_dir = Path(fold_dir)
-    last = fold_dir / "last.pt"
-    try:
-        return load_checkpoint(last)
-    except ConfigError as exc:
-        problem = str(exc).removeprefix(f"{last}: ")
-    for kept in sorted(fold_dir.glob("epoch*.pt"), reverse=True):
-        try:
-            ckpt = load_checkpoint(kept)
-        except ConfigError:
-            continue
-        log.warning("fold %d: %s is %s; resuming from %s instead (copied over it)", fold, last,
-                    problem, kept.name)
-        with atomic_path(last) as tmp:
-            shutil.copyfile(kept, tmp)
-        return ckpt
-    raise ConfigError(f"{last}: {problem}, and no readable epoch*.pt is kept beside it; delete "
-                      f"{last} to train fold {fold} again from the start")
-
-
-def read_run_json(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc}); delete it to record "
-                        "the data folder again") from None
-    return record if isinstance(record, dict) else {}
+def read_run_json(path: str | os.PathLike) -> dict:
+    """RUN/run.json as a dict (RunDir.read_record; the name kept for infer/average.py)."""
+    return RunDir(Path(path).parent).read_record()
 
 
 def _same_folder(a: str, b: str) -> bool:

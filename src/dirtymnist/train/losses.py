@@ -1,4 +1,4 @@
-"""Multi-label losses on logits (B, K) and multi-hot float targets (B, K)."""
+"""Multi-label losses on logits (B, K) and multi-hot float targets (B, K); the class-map loss of dense stages."""
 
 from __future__ import annotations
 
@@ -43,3 +43,13 @@ def build_loss(name: str) -> nn.Module:
     if name == "asl":
         return AsymmetricLoss()
     raise ValueError(f"unknown loss {name!r}")
+
+
+def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Focal BCE of class maps (B, K, h, w) logits against position maps (B, K, g, g) {0,1},
+    max-pooled to (h, w); summed and divided by the number of positive cells (CenterNet)."""
+    t = F.adaptive_max_pool2d(target.float(), maps.shape[-2:])
+    bce = F.binary_cross_entropy_with_logits(maps, t, reduction="none")
+    p = torch.sigmoid(maps)
+    weight = torch.where(t > 0, (1 - p) ** 2, p**2).detach()
+    return (weight * bce).sum() / t.sum().clamp(min=1.0)

@@ -1,4 +1,7 @@
-"""Mixup and CutMix for multi-label batches: `mix_batch(x, y, maps, kind, alpha, prob, g)`.
+"""Mixup and CutMix for multi-label batches (`mix`): an experiment that lost at our budgets (BENCHMARKS).
+
+`batch_mixer(cfg)` is what a training stage applies to each batch (`no_mix` when `mix: none`);
+`mix_batch(x, y, maps, kind, alpha, prob, rng)` does the work.
 
 Each sample is paired with another of the same batch (a permutation drawn from the step's
 generator, so resume stays exact), with lam ~ Beta(alpha, alpha); a batch is mixed with
@@ -20,12 +23,25 @@ Soft targets suit BCE; the focusing terms of `focal` and `asl` assume 0/1 target
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 
 KINDS = ("none", "mixup", "cutmix")
+
+
+def no_mix(x, y, maps, rng):
+    """The batch as it is (`mix: none`, and glyph crops, which hold one letter)."""
+    return x, y, maps
+
+
+def batch_mixer(cfg):
+    """f(x, y, maps, rng=) -> the batch mixed as `cfg.mix` says (`no_mix` when it is none)."""
+    if cfg.mix == "none":
+        return no_mix
+    return functools.partial(mix_batch, kind=cfg.mix, alpha=cfg.mix_alpha, prob=cfg.mix_prob)
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor | None, kind: str, alpha: float,

@@ -1,95 +1,115 @@
 """Pretrain a backbone on unlimited generated letters: `dirtymnist pretrain OUT [--minutes M | --steps N]`.
 
-The net learns per-class letter maps from scenes with known letter positions (dense targets,
-`crops.render_dense`): easy scenes (few, large, opaque letters) for the first tenth of the
-run, then the competition's look. Writes OUT (safetensors, keys `trunk.*`/`head.*`) for
+The training loop of `train` (`loop.train_fold`) run on the preset's dense curriculum: its
+`dense` stages (the `cpu` preset's when it has none: easy scenes first, then the competition's
+look) on fresh scenes, never a pool, with the preset's own schedule. With `--steps N` each stage
+is one epoch and the stages share N steps as the preset shares its steps; with `--minutes M` the
+stages keep their epochs, the last one repeats, the learning rate stays at its peak after the
+warmup (`scheduler: constant`) and a step hook ends the run when the minutes are used. Every epoch is validated on
+`val_scenes` generated scenes of the held-out glyph families (`families: train`; all families
+otherwise). Writes OUT (safetensors, keys `trunk.*`/`head.*`: the last weights) for
 `--set pretrained=OUT` in any preset with the same model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
-import time
+import tempfile
+import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dirtymnist.atomic import atomic_path
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
+from dirtymnist.layout import LETTERS
+from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-EASY_KNOBS = {"letters": [3, 6], "height": [30.0, 55.0], "transparent": 0.0, "distractors": [0, 0]}
-CHUNK = 20  # steps per source "epoch" (the unit at which the time budget is checked)
+MAX_STEPS_PER_SECOND = 200  # a --minutes plan long enough for any machine; the step hook ends it
 
 
 def pretrain(out, *, minutes: float | None = None, steps: int | None = None, model: str | None = None,
              preset: str = "cpu", overrides: list[str] | None = None, families: str = "train",
-             num_workers: int = 1) -> Path:
+             num_workers: int = 1, val_scenes: int = 64, run_dir=None) -> Path:
     """Train `preset`'s model (or `model`) on dense synthetic scenes; write its weights to `out`.
 
     families: "train" (the training side of `glyphs.split_families`, so held-out families stay
-    unseen) or "all". Stops after `steps` optimizer steps or `minutes` of training.
+    unseen) or "all". Stops after `steps` optimizer steps or `minutes` of training. run_dir: keep
+    the run folder there (last.pt, metrics.jsonl: a killed pretrain resumes); a temporary one by default.
     """
     from dirtymnist.glyphs import split_families
-    from dirtymnist.model.build import build_model
-    from dirtymnist.train.engine import train_one_epoch
-    from dirtymnist.train.loop import build_optimizer, seed_everything
-    from dirtymnist.train.losses import build_loss
-    from dirtymnist.train.sources import SynthBatches, make_loader
+    from dirtymnist.model.checkpoint import load_checkpoint
+    from dirtymnist.model.precision import choose_device
+    from dirtymnist.train.loop import train_fold
 
     if (minutes is None) == (steps is None):
         raise ConfigError("pretrain: give exactly one of minutes or steps")
     cfg = load_config(preset, [*(overrides or []), *([f"model={model}"] if model else [])])
-    if cfg.head in ("timm", "imagenet_silu"):
-        cfg.head = "max"  # dense targets need per-class maps; the trunk weights fit any head
-    seed_everything(cfg.seed, cfg.deterministic)
-    fams = {} if families == "all" else {"families": list(split_families(0.2, seed=0)[0])}
-    net = build_model(cfg, 26)
-    if not cfg.pretrained:
-        torch.nn.init.constant_(net.head.conv.bias, -2.19)
-    optimizer = build_optimizer(cfg, net)
-    total = steps if steps is not None else math.inf
-    warm = 20
-
-    def factor(t: int) -> float:  # warmup, then cosine over `steps` (constant with a time budget)
-        if t < warm:
-            return (t + 1) / warm
-        return 1.0 if math.isinf(total) else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t / total)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    loss_fn = build_loss(cfg.loss)
-    device = torch.device("cpu")
-    t0, done, epoch = time.perf_counter(), 0, 0
-    easy_steps = 0.1 * total if steps is not None else None
-    while done < total and (minutes is None or time.perf_counter() - t0 < minutes * 60):
-        if easy_steps is not None:
-            easy = done < easy_steps
-        else:
-            easy = time.perf_counter() - t0 < 0.1 * minutes * 60
-        n = int(min(CHUNK, total - done))
-        knobs = {**(EASY_KNOBS if easy else {}), **fams}
-        batches = SynthBatches("dense", knobs, cfg.batch_size, n, seed=cfg.seed + 1, epoch=epoch)
-        stats = train_one_epoch(
-            net, make_loader(batches, 0, num_workers, False), epoch=epoch, start_step=0, steps=n,
-            optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, cfg=cfg, device=device,
-            desc=f"pretrain {'easy' if easy else 'full'}")
-        done += n
-        epoch += 1
-        log.info("pretrain: %d steps, %.1f min, loss %.4f", done, (time.perf_counter() - t0) / 60,
-                 stats["train_loss"])
-    return save_weights(net, out)
+    train_fams, held_out = split_families(0.2, seed=0)
+    fams = {} if families == "all" else {"families": list(train_fams)}
+    cfg = dataclasses.replace(
+        cfg, num_workers=num_workers, stages=_dense_stages(cfg, fams, minutes, steps),
+        # dense targets need per-class maps; the trunk weights fit any head
+        head="max" if cfg.head in ("timm", "imagenet_silu") else cfg.head,
+        **({"scheduler": "constant"} if minutes is not None else {}))
+    split = _validation_scenes(cfg.seed + 1, val_scenes, {} if families == "all" else {"families": list(held_out)})
+    with contextlib.ExitStack() as stack:
+        run = RunDir(run_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="pretrain-")))
+        fold = run.fold(0)
+        out_of_time = (lambda info: info.train_seconds >= minutes * 60) if minutes is not None else None
+        best = train_fold(cfg, split, np.arange(0), np.arange(val_scenes), fold, choose_device(),
+                          on_step=out_of_time)
+        last = load_checkpoint(fold.last)
+        history = last["history"]
+        if history:
+            log.info("pretrain: %d epochs, validation label_acc %.4f (best %.4f)", len(history),
+                     history[-1]["label_acc"], best["label_acc"])
+        return save_weights(last["model"], out)
 
 
-def save_weights(net: torch.nn.Module, out) -> Path:
+def _dense_stages(cfg, knobs: dict, minutes: float | None, steps: int | None) -> list[dict]:
+    """The preset's dense stages (the cpu preset's if it has none) for this budget, fresh scenes."""
+    stages = [s for s in cfg.stages if s["source"] == "dense"]
+    stages = stages or [s for s in load_config("cpu").stages if s["source"] == "dense"]
+    stages = [{**s, "pool": 0, "knobs": {**s["knobs"], **knobs}} for s in stages]
+    if minutes is not None:  # the last stage repeats until the time limit
+        last = stages[-1]
+        last["epochs"] = math.ceil(minutes * 60 * MAX_STEPS_PER_SECOND / last["steps"])
+        return stages
+    sizes = [s["steps"] * max(1, s["epochs"]) for s in stages]
+    out, left = [], steps
+    for i, (s, size) in enumerate(zip(stages, sizes)):
+        n = left if i == len(stages) - 1 else min(left, round(steps * size / sum(sizes)))
+        if n > 0:
+            out.append({**s, "steps": n, "epochs": 1})
+            left -= n
+    return out
+
+
+def _validation_scenes(seed: int, n: int, knobs: dict):
+    """A cache-split look-alike of `n` generated scenes (images (n, 256, 256) uint8, labels (n, 26))."""
+    from dirtymnist.train.sources import SynthBatches
+
+    images, labels = SynthBatches("synth", knobs, n, 1, seed=seed, epoch=0)[0]
+    return types.SimpleNamespace(images=images.numpy(), labels=labels.numpy().astype(np.uint8),
+                                 letters=list(LETTERS), index=np.arange(n))
+
+
+def save_weights(state: dict[str, torch.Tensor], out) -> Path:
+    """A model state dict -> OUT (safetensors), atomically."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in state.items()}
     with atomic_path(out) as tmp:
         save_file(state, str(tmp))
         os.chmod(tmp, 0o644)  # safetensors writes a new 0600 file

@@ -1,15 +1,21 @@
-"""Batch sources for training: rows of the memory-mapped cache, or scenes made on the fly.
+"""Batch sources for training: rows of the memory-mapped cache, or scenes made on the fly; a `Stage`.
 
 A source is indexed by batch number inside an epoch, so the data of any (epoch, step)
 is a pure function of the seed: a resumed run sees exactly the batches it would have.
-Each yields (images uint8 (B, H, W), targets float32 (B, K)) CPU tensors.
+Each yields (images uint8 (B, H, W), targets float32 (B, K)) CPU tensors. A `Stage` is one
+epoch's source with what a step does with it (input size, augmentation, loss, mixing: stages.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from dirtymnist.train.mixing import no_mix
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -146,3 +152,15 @@ def make_loader(dataset: Dataset, start: int, num_workers: int, pin: bool) -> Da
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
     )
+
+
+@dataclass
+class Stage:
+    """One epoch's batches and how the engine steps them."""
+
+    batches: Dataset  # batch i -> (images uint8 (B, H, W), targets (B, K)[, position maps (B, K, g, g)])
+    cfg: object  # the input settings of its steps (TrainConfig; glyph crops have their own size)
+    augment: str  # augmentation preset (transforms.AUGMENT_PRESETS)
+    loss_fn: Callable  # (logits (B, K) float, targets (B, K) float) -> loss
+    dense_weight: float = 1.0  # weight of the class-map loss, for batches with position maps
+    mix: Callable = no_mix  # (x, y, maps, rng) -> the same, mixed (mixing.batch_mixer)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError
+from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-TRACKING_JSON = "tracking.json"
+TRACKING_JSON = "tracking.json"  # RUN/tracking.json: {"uri", "run_id"} (RunDir has no name for it yet)
 EXPERIMENT = "dirtymnist"
 _HINT = "tracking=mlflow needs MLflow: pip install 'dirtymnist[tracking]' (mlflow-skinny) or mlflow"
 
@@ -92,7 +93,7 @@ class MlflowTracker:
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def finish(self, ok: bool) -> None:
-        for best in sorted(self.run_dir.glob("fold*/best.pt")):
+        for best in RunDir(self.run_dir).checkpoints("best"):
             self.client.set_tag(self.run_id, f"{best.parent.name}.checkpoint", str(best.absolute()))
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 

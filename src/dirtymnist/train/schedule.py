@@ -1,0 +1,140 @@
+"""A fold's plan of epochs (curriculum stages) and the one object that sets its learning rate.
+
+    plan = build_plan(cfg, data_batches)        # one EpochPlan per epoch: stage, source, steps, peak lr
+    schedule = Schedule(cfg, optimizer, plan)
+    schedule.resume(ckpt["scheduler"], lrs)     # a resumed fold: where the schedule had got to
+    for epoch in ...:
+        schedule.start_epoch(epoch, start_step) # a stage's first epoch: its schedule from its peak lr
+        ... schedule.after_step()               # the engine, after each optimizer step
+        schedule.after_epoch(val_loss)
+
+`scheduler`, per stage (each stage starts again from its own peak lr, `lr` or the stage's):
+  cosine    linear warmup over `warmup_epochs`, then cosine down to `min_lr_ratio` x the peak
+  constant  the same warmup, then flat
+  step      StepLR(step_size, gamma), per epoch
+  plateau   ReduceLROnPlateau(plateau_patience, plateau_factor) on the validation loss, per epoch
+`scheduler_interval` (cosine, constant): step (the lr moves after each optimizer step) or epoch.
+The torch scheduler's own state is what checkpoints keep (key `scheduler`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class EpochPlan:
+    """One epoch of the curriculum: which stage, its source, how many batches, its peak lr."""
+
+    stage: int
+    stage_epoch: int  # epoch number inside the stage
+    stage_epochs: int
+    source: str  # data | synth | dense | glyphs (stages.SOURCES)
+    steps: int  # batches in this epoch
+    lr: float
+    knobs: dict
+    pool: int = 0
+    dense_weight: float = 1.0
+
+
+def build_plan(cfg, data_batches: int) -> list[EpochPlan]:
+    """Every epoch of the run: `cfg.stages` in order (one data stage of `cfg.epochs` when none)."""
+    stages = cfg.stages or [{"name": "main", "source": "data", "epochs": 0, "steps": 0, "lr": 0.0, "knobs": {}}]
+    plan = []
+    for i, s in enumerate(stages):
+        epochs = s["epochs"] or (cfg.epochs if s["source"] == "data" else 1)
+        steps = data_batches if s["source"] == "data" else s["steps"]
+        for e in range(epochs):
+            plan.append(EpochPlan(i, e, epochs, s["source"], steps, s["lr"] or cfg.lr, s["knobs"],
+                                  s.get("pool", 0), s.get("dense_weight", 1.0)))
+    return plan
+
+
+class Schedule:
+    """Every learning-rate decision of one fold: a stage's start, each step, each epoch, resume."""
+
+    def __init__(self, cfg, optimizer: torch.optim.Optimizer, plan: list[EpochPlan]):
+        self.cfg, self.optimizer, self.plan = cfg, optimizer, plan
+        self.scheduler = None  # torch's scheduler of the current stage
+        self._resumed: tuple[dict, list[float]] | None = None
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def resume(self, state: dict | None, lrs: list[float]) -> None:
+        """A checkpoint's scheduler state and the lr of each parameter group, for `start_epoch`
+        to restore when the run resumes inside a stage (a stage that starts afresh ignores it)."""
+        self._resumed = (state, lrs) if state is not None else None
+
+    def start_epoch(self, epoch: int, start_step: int) -> None:
+        """Before epoch `epoch` trains from batch `start_step`: at a stage's start (or the first
+        epoch of this process) build the stage's schedule; mid-stage, restore the resumed one."""
+        spec = self.plan[epoch]
+        stage_start = spec.stage_epoch == 0 and start_step == 0
+        if self.scheduler is not None and not stage_start:
+            return
+        self.scheduler = self._build(spec.stage)
+        if self._resumed is not None and not stage_start:
+            state, lrs = self._resumed
+            self.scheduler.load_state_dict(state)
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+        self._resumed = None
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the lr moves after each optimizer step (else after each epoch)."""
+        return self.cfg.scheduler in ("cosine", "constant") and self.cfg.scheduler_interval == "step"
+
+    def after_step(self) -> None:
+        """After an optimizer step (the engine calls this)."""
+        if self.scheduler is not None and self.per_step:
+            self.scheduler.step()
+
+    def after_epoch(self, val_loss: float) -> None:
+        """After an epoch's validation."""
+        if self.scheduler is None or self.per_step:
+            return
+        if self.cfg.scheduler == "plateau":
+            self.scheduler.step(val_loss)
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict | None:
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def _build(self, stage: int):
+        """The stage's torch scheduler, starting from its peak lr."""
+        cfg, optimizer = self.cfg, self.optimizer
+        epochs = [p for p in self.plan if p.stage == stage]
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = epochs[0].lr
+        if cfg.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        if cfg.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg, epochs))
+
+
+def warmup_cosine(cfg, epochs: list[EpochPlan]):
+    """The lr factor of a cosine / constant stage at schedule position t (steps or epochs)."""
+    per_step = cfg.scheduler_interval == "step"
+    opt_steps = [math.ceil(p.steps / cfg.accum_steps) for p in epochs]
+    total = sum(opt_steps) if per_step else len(epochs)
+    warm = cfg.warmup_epochs * (opt_steps[0] if per_step else 1)
+    floor = cfg.min_lr_ratio
+
+    def factor(t: int) -> float:
+        if t < warm:
+            return (t + 1) / warm
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (t - warm) / max(1.0, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
