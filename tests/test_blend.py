@@ -14,9 +14,9 @@ from dirtymnist.errors import ConfigError
 from dirtymnist.infer.blend import blend, fit_weights, simplex_grid
 from dirtymnist.infer.ensemble import combine
 from dirtymnist.infer.predict import ensemble, predict
-from dirtymnist.infer.submission import align_to, load_probs
 from dirtymnist.infer.thresholds import load_oof, oof_targets
 from dirtymnist.metrics import label_accuracy
+from dirtymnist.submission import align_to, load_probs
 
 
 def _fake_run(root, data, index, fold_of, probs) -> None:

@@ -215,8 +215,9 @@ def test_the_choice_lists_match_the_modules_that_act_on_them():
 def test_every_loss_optimizer_and_scheduler_choice_builds_its_own_thing():
     import torch
 
-    from dirtymnist.train.loop import build_optimizer, build_plan, build_scheduler
+    from dirtymnist.train.build import build_optimizer
     from dirtymnist.train.losses import build_loss
+    from dirtymnist.train.schedule import Schedule, build_plan
 
     assert len({type(build_loss(name)) for name in CHOICES["loss"]}) == len(CHOICES["loss"])
     with pytest.raises(ValueError):
@@ -227,13 +228,15 @@ def test_every_loss_optimizer_and_scheduler_choice_builds_its_own_thing():
     lrs = {}
     for name in CHOICES["scheduler"]:
         cfg = load_config("cpu", [f"scheduler={name}", "stages=[]", "epochs=12", "step_size=1", "warmup_epochs=0"])
-        plan = build_plan(cfg, 4)
         opt = build_optimizer(cfg, net)
-        sched = build_scheduler(cfg, opt, plan, 0)
-        for _ in range(8):
-            opt.step()
-            sched.step(1.0) if name == "plateau" else sched.step()
-        lrs[name] = round(opt.param_groups[0]["lr"], 8)
+        schedule = Schedule(cfg, opt, build_plan(cfg, 4))
+        for epoch in range(8):  # 8 epochs of 4 batches, validation loss flat at 1.0
+            schedule.start_epoch(epoch, 0)
+            for _ in range(4):
+                opt.step()
+                schedule.after_step()
+            schedule.after_epoch(1.0)
+        lrs[name] = round(schedule.lr, 8)
     assert len(set(lrs.values())) == len(lrs), lrs  # four schedules, four learning rates
 
 

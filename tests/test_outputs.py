@@ -10,9 +10,9 @@ import pytest
 
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.infer.predict import ensemble
-from dirtymnist.infer.submission import set_path_for, write_submission_set
 from dirtymnist.infer.thresholds import load_oof
 from dirtymnist.outputs import check_output_path, verify_set, write_set
+from dirtymnist.submission import set_path_for, write_submission_set
 
 
 def _probs(seed: int, n: int = 5) -> np.ndarray:

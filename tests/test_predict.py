@@ -14,8 +14,8 @@ from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.data.dataset import read_label_csv
 from dirtymnist.infer.predict import evaluate_tta, predict, predict_rows
-from dirtymnist.infer.submission import load_probs, save_probs
 from dirtymnist.model.transforms import TTA_PRESETS
+from dirtymnist.submission import load_probs, save_probs
 
 # stages=[]: the cpu preset may start with generated-scene stages; these tests need the data stage only
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=1", "batch_size=8", "folds_k=2",

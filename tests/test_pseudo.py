@@ -13,7 +13,7 @@ from conftest import TEST_START, write_dataset
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.infer.submission import save_probs
+from dirtymnist.submission import save_probs
 from dirtymnist.train.pseudo import make_targets, select_confident
 
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=1", "batch_size=8", "folds_k=2",

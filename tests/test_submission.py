@@ -10,7 +10,7 @@ from dirtymnist import layout
 from dirtymnist.data.dataset import read_label_csv
 from dirtymnist.errors import DataError
 from dirtymnist.infer.evaluate import evaluate_submission
-from dirtymnist.infer.submission import load_probs, save_probs, write_submission
+from dirtymnist.submission import load_probs, save_probs, write_submission
 
 
 def test_round_trip_in_sample_order(tmp_path, make_dataset):

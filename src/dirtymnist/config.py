@@ -105,7 +105,7 @@ class Recipe:
     optimizer: str = "adamw"  # adam | adamw | sgd
     momentum: float = 0.9  # sgd only
     scheduler: str = "cosine"  # cosine | step | plateau | constant
-    scheduler_interval: str = "step"  # step | epoch (cosine/constant schedulers)
+    scheduler_interval: str = "step"  # step | epoch: when cosine / constant move (step and plateau move once per epoch)
     warmup_epochs: float = 0.0
     step_size: int = 5  # scheduler=step: epochs per decay
     gamma: float = 0.75  # scheduler=step: decay factor

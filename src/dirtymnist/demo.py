@@ -148,7 +148,7 @@ def _dataset_complete(data: Path, n_train: int, n_test: int) -> bool:
 
 def _test_labels(paths, index):
     from dirtymnist.data.dataset import read_label_csv
-    from dirtymnist.infer.submission import align_to
+    from dirtymnist.submission import align_to
 
     table = read_label_csv(paths.root / layout.TEST_ANSWER_CSV)
     return align_to(table.index, table.labels, index)

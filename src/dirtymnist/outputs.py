@@ -103,3 +103,8 @@ def _encode(data: np.ndarray | str) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(data), allow_pickle=False)
     return buf.getvalue()
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of (N, 26) 0/1 labels as uint8: ties a fold's OOF rows to the labels it saw."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()

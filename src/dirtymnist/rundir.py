@@ -4,6 +4,7 @@
     RUN/run.json               the data folder (and cache, weights, averaged checkpoints) it used
     RUN/.lock                  held for a moment while a train records the run
     RUN/thresholds.json        per-letter thresholds fitted on the OOF rows (`dirtymnist thresholds`)
+    RUN/tracking.json          the MLflow run it logs to (`tracking: mlflow`)
     RUN/oof.npy, oof_index.npy, oof_fold.npy   every fold's OOF rows gathered (several workers)
     RUN/report/report.html     `dirtymnist report`
     RUN/fold{k}/               one FoldDir per fold:
@@ -139,6 +140,7 @@ class RunDir:
     record = property(lambda self: self.path / "run.json")
     lock = property(lambda self: self.path / ".lock")
     thresholds = property(lambda self: self.path / "thresholds.json")
+    tracking = property(lambda self: self.path / "tracking.json")  # {"uri", "run_id"} of its MLflow run
     report = property(lambda self: self.path / "report" / "report.html")
     oof = property(lambda self: self.path / "oof.npy")  # gathered OOF of every fold
     oof_index = property(lambda self: self.path / "oof_index.npy")

@@ -199,8 +199,8 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
 
     from dirtymnist.errors import DirtyMnistError
     from dirtymnist.infer.ensemble import ensemble_probs
-    from dirtymnist.infer.submission import read_submission, write_submission
     from dirtymnist.infer.thresholds import load_thresholds
+    from dirtymnist.submission import read_submission, write_submission
 
     ap = argparse.ArgumentParser(description="predict the test images with the packaged models")
     ap.add_argument("--data", default="data", help="folder holding test_dirty_mnist_2nd/ (default ./data)")

@@ -91,10 +91,10 @@ def fit_weights(probs: list[np.ndarray], targets: np.ndarray, *, per_letter: boo
 def blend(runs: list[str | os.PathLike], *, out: str | os.PathLike | None = None, data_dir=None,
           per_letter: bool = False, average: str = "prob") -> BlendReport:
     """Fit blend weights of `runs` on their OOF files, cross-check them fold-wise, write `out`."""
-    from dirtymnist.infer.submission import align_to
     from dirtymnist.infer.thresholds import oof_targets
     from dirtymnist.metrics import label_accuracy
     from dirtymnist.rundir import RunDir
+    from dirtymnist.submission import align_to
 
     if len(runs) < 2:
         raise ConfigError("blend: give at least two runs")

@@ -14,8 +14,8 @@ import numpy as np
 
 from dirtymnist import layout
 from dirtymnist.errors import DataError
-from dirtymnist.infer.submission import align_to, read_submission, row_mismatch
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
+from dirtymnist.submission import align_to, read_submission, row_mismatch
 
 
 @dataclass

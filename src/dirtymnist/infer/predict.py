@@ -112,7 +112,7 @@ def ensemble(prob_files: Sequence[str | os.PathLike], data_dir: str | os.PathLik
              blend: str | os.PathLike | None = None) -> PredictResult:
     """Re-make an ensemble from saved probability files (no models): test rows, sample order."""
     from dirtymnist.data.dataset import DataPaths, read_label_csv
-    from dirtymnist.infer.submission import align_to, load_probs, row_mismatch
+    from dirtymnist.submission import align_to, load_probs, row_mismatch
 
     if not prob_files:
         raise ConfigError("give at least one probability file")
@@ -236,7 +236,7 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
 
 # --------------------------------------------------------------------------- helpers
 def _write_outputs(result: PredictResult, out, template_csv: Path) -> None:
-    from dirtymnist.infer.submission import write_submission_set
+    from dirtymnist.submission import write_submission_set
 
     # one set: probabilities first, the CSV last, then a manifest tying them by hash
     result.submission, result.probs_file = write_submission_set(out, result.index, result.pred,

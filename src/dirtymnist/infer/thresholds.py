@@ -25,13 +25,13 @@ from dirtymnist import layout
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.infer.ensemble import combine
-from dirtymnist.rundir import FoldDir, RunDir
+from dirtymnist.outputs import labels_digest
+from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # 0.05, 0.10, ..., 0.95
 DECODES = ("threshold", "count")
-OOF_SET = FoldDir.OOF_SET  # train/loop.py's import of the manifest name (FoldDir.oof_set is its path)
 
 
 @dataclass
@@ -156,7 +156,7 @@ def ensemble_oof(run_dirs: Sequence[str | os.PathLike], weights: Sequence[float]
     common = np.sort(common)
     if len(common) == 0:
         raise ConfigError(f"runs {', '.join(map(str, run_dirs))} share no OOF rows (other folds or data)")
-    from dirtymnist.infer.submission import align_to
+    from dirtymnist.submission import align_to
 
     aligned = [align_to(idx, p, common) for p, idx in loaded]
     return combine(aligned, weights, average), common
@@ -165,7 +165,7 @@ def ensemble_oof(run_dirs: Sequence[str | os.PathLike], weights: Sequence[float]
 def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
     """Labels (N, 26) uint8 of training images `index`, from the answer CSV."""
     from dirtymnist.data.dataset import DataPaths, read_label_csv
-    from dirtymnist.infer.submission import align_to
+    from dirtymnist.submission import align_to
 
     paths = DataPaths.from_root(data_dir)
     table = read_label_csv(paths.train_csv)
@@ -174,13 +174,6 @@ def oof_targets(data_dir: str | os.PathLike, index: np.ndarray) -> np.ndarray:
         raise DataError(f"{paths.train_csv}: has no labels for {len(unknown)} OOF rows "
                         f"(e.g. {unknown[:3].tolist()}); is this the run's data folder?")
     return align_to(table.index, table.labels, index)
-
-
-def labels_digest(labels: np.ndarray) -> str:
-    """sha256 of (N, 26) 0/1 labels as uint8: ties a fold's OOF rows to the labels it saw."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def check_oof_labels(run_dir: str | os.PathLike, data_dir: str | os.PathLike) -> None:

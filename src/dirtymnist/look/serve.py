@@ -142,7 +142,7 @@ def result_json(name: str, index: int | None, truth: np.ndarray | None, per_run:
 
 def submission_csv(body) -> str:
     """The submission-format CSV of `{"index": [...], "pred": [[26 x 0/1], ...]}`."""
-    from dirtymnist.infer.submission import format_submission
+    from dirtymnist.submission import format_submission
 
     if not isinstance(body, dict) or not isinstance(body.get("index"), list) or not isinstance(body.get("pred"), list):
         raise DataError("CSV request: needs JSON {index: [...], pred: [[0/1 x 26], ...]}")

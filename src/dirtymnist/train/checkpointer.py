@@ -26,10 +26,9 @@ import numpy as np
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.config import diff_configs
 from dirtymnist.errors import ConfigError
-from dirtymnist.infer.thresholds import labels_digest
 from dirtymnist.model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dirtymnist.model.precision import describe as describe_precision
-from dirtymnist.outputs import write_set
+from dirtymnist.outputs import labels_digest, write_set
 from dirtymnist.rundir import FoldDir
 
 log = logging.getLogger(__name__)

@@ -83,11 +83,6 @@ def record_run(run_dir: str | os.PathLike, cfg: TrainConfig, data_dir: str | os.
         atomic_write_text(run.record, json.dumps(record, indent=2) + "\n")
 
 
-def read_run_json(path: str | os.PathLike) -> dict:
-    """RUN/run.json as a dict (RunDir.read_record; the name kept for infer/average.py)."""
-    return RunDir(Path(path).parent).read_record()
-
-
 def _same_folder(a: str, b: str) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()

@@ -70,7 +70,7 @@ def load_pseudo(cfg, data_dir, cache_dir=None) -> PseudoSet | None:
         return None
     from dirtymnist.data.cache import default_cache_dir, open_split
     from dirtymnist.data.dataset import DataPaths
-    from dirtymnist.infer.submission import align_to, load_probs, row_mismatch
+    from dirtymnist.submission import align_to, load_probs, row_mismatch
 
     cache = Path(cache_dir).expanduser().absolute() if cache_dir else default_cache_dir(DataPaths.from_root(data_dir))
     test = open_split(cache, "test", labels=False)  # images and indices only

@@ -27,7 +27,6 @@ from dirtymnist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-TRACKING_JSON = "tracking.json"  # RUN/tracking.json: {"uri", "run_id"} (RunDir has no name for it yet)
 EXPERIMENT = "dirtymnist"
 _HINT = "tracking=mlflow needs MLflow: pip install 'dirtymnist[tracking]' (mlflow-skinny) or mlflow"
 
@@ -65,7 +64,7 @@ class MlflowTracker:
         if run is None:
             run = self.client.create_run(_experiment_id(self.client, self.uri), run_name=self.run_dir.name,
                                          tags={"run_dir": str(self.run_dir.absolute()), "preset": cfg.preset})
-            atomic_write_text(self.run_dir / TRACKING_JSON,
+            atomic_write_text(RunDir(self.run_dir).tracking,
                               json.dumps({"uri": self.uri, "run_id": run.info.run_id}, indent=2) + "\n")
         else:
             self.client.update_run(run.info.run_id, status="RUNNING")
@@ -134,7 +133,7 @@ def log_report(run_dir: str | Path, files: list[Path]) -> str | None:
 
 
 def _read_record(run_dir: Path) -> dict | None:
-    path = run_dir / TRACKING_JSON
+    path = RunDir(run_dir).tracking
     if not path.is_file():
         return None
     try:
