@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("cosine", "step", "plateau", "constant"),  # train/
     "scheduler_interval": ("step", "epoch"),  # train/
     "loss": ("bce", "softmargin", "asl", "focal"),  # train/losses.build_loss
+    "dense_target": ("sigmoid", "softmax"),  # train/losses.DENSE_LOSSES
     "mix": ("none", "mixup", "cutmix"),  # train/mixing.KINDS
     "amp": ("auto", "bf16", "fp16", "off"),  # model/precision.resolve_amp
     "channels_last": ("auto", "on", "off"),  # model/precision.use_channels_last
@@ -113,6 +114,9 @@ class Recipe:
     plateau_factor: float = 0.5  # scheduler=plateau: decay factor
     min_lr_ratio: float = 0.01  # cosine floor, as a share of the peak lr
     loss: str = "bce"  # bce | softmargin | asl | focal
+    dense_target: str = "sigmoid"  # dense stages: 26 focal sigmoids per cell | softmax over 26
+    # letters + background per cell (letters rarely share a cell; issue 14, lever 2)
+    dense_softmax_epochs: int = 0  # dense_target softmax for the plan's first N epochs, then as set
     grad_clip: float = 0.0  # max grad norm, 0 = off
     ema: float = 0.0  # EMA decay of weights, 0 = off
     swa_epochs: int = 0  # average the weights of the last N epochs into fold{k}/swa.pt (averaging.py), 0 = off

@@ -98,3 +98,10 @@ def dm_fcn_tiny(pretrained: bool = False, **kwargs) -> LetterFCN:
 def dm_fcn_wide(pretrained: bool = False, **kwargs) -> LetterFCN:
     """~0.8 M parameters; ~0.27 GMAC per 128 px image: more capacity when minutes allow."""
     return _build((24, 48, 96, 128), 2, pretrained, **kwargs)
+
+
+@register_model
+def dm_fcn_deep(pretrained: bool = False, **kwargs) -> LetterFCN:
+    """~0.76 M parameters: dm_fcn with its capacity where it is cheap, 96 channels and 4 residual
+    blocks at stride 8 (1.8x dm_fcn's step time on one core in fp32; issue 14, lever 3)."""
+    return _build((16, 32, 64, 96), 4, pretrained, **kwargs)

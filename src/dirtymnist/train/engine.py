@@ -18,7 +18,7 @@ from dirtymnist.errors import DirtyMnistError
 from dirtymnist.model.precision import resolve_amp, use_channels_last
 from dirtymnist.model.transforms import augment, normalize, preprocess
 from dirtymnist.train import distributed as dist
-from dirtymnist.train.losses import dense_loss
+from dirtymnist.train.losses import DENSE_LOSSES
 from dirtymnist.train.schedule import Schedule
 from dirtymnist.train.sources import Stage, make_loader
 
@@ -177,7 +177,7 @@ def stage_loss(net, x, y, target_maps, stage: Stage, device):
     logits, maps = (out[0].float(), out[1].float()) if target_maps is not None else (out.float(), None)
     loss = stage.loss_fn(logits, y)
     if maps is not None:
-        loss = loss + stage.dense_weight * dense_loss(maps, target_maps)
+        loss = loss + stage.dense_weight * DENSE_LOSSES[stage.cfg.dense_target](maps, target_maps)
     return loss
 
 

@@ -53,3 +53,23 @@ def dense_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = torch.sigmoid(maps)
     weight = torch.where(t > 0, (1 - p) ** 2, p**2).detach()
     return (weight * bce).sum() / t.sum().clamp(min=1.0)
+
+
+def dense_softmax_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-cell softmax over background + K letters of class maps (B, K, h, w) logits against
+    position maps (B, K, g, g) {0,1} max-pooled to (h, w). The background logit is fixed at 0, so
+    sigmoid(map) stays the presence score at inference. A cell covered by several letters takes
+    them as equal soft targets. Focal weight (1 - p_target)^2, summed over cells and divided by
+    the number of positive cells (as dense_loss)."""
+    t = F.adaptive_max_pool2d(target.float(), maps.shape[-2:])  # (B, K, h, w)
+    background = (t.sum(1, keepdim=True) == 0).float()  # (B, 1, h, w)
+    soft = torch.cat([background, t], 1)
+    soft = soft / soft.sum(1, keepdim=True)  # (B, K + 1, h, w), rows sum to 1
+    logp = F.log_softmax(torch.cat([torch.zeros_like(maps[:, :1]), maps], 1), 1)
+    p_target = (soft * logp.exp()).sum(1)  # (B, h, w)
+    ce = -(soft * logp).sum(1)
+    weight = ((1 - p_target) ** 2).detach()
+    return (weight * ce).sum() / (1 - background).sum().clamp(min=1.0)
+
+
+DENSE_LOSSES = {"sigmoid": dense_loss, "softmax": dense_softmax_loss}

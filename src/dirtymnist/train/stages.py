@@ -11,6 +11,7 @@ calls `build_stage` and the engine steps whatever it gets.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,8 @@ def scene_stage(spec: EpochPlan, epoch: int, cfg, data: TrainData, loss_fn) -> S
                            epoch=epoch, rank=dist.rank(), world=dist.world_size(), pool=spec.pool)
     # scenes are drawn at any angle already; dense targets would need the same warp
     augment = "rot90" if cfg.augment != "none" and spec.source != "dense" else "none"
+    if epoch < cfg.dense_softmax_epochs:  # a softmax start (issue 14): then dense_target as set
+        cfg = dataclasses.replace(cfg, dense_target="softmax")
     return Stage(batches, cfg, augment, loss_fn, spec.dense_weight, batch_mixer(cfg))
 
 
