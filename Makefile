@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dirtymnist-installed
 DEMO_DIR ?= demo
-# e.g. make demo DEMO_ARGS="--pretrained weights/cpu_dm_fcn.safetensors" (the ready weights)
+# e.g. make demo DEMO_ARGS="--pretrained ready" (the package's ready weights)
 DEMO_ARGS ?=
 
 .PHONY: demo test lint clean-demo install

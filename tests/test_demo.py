@@ -1,7 +1,7 @@
 """The main job end to end on tiny synthetic data (the real `make demo` uses bigger sizes).
 
-The run starts from the ready weights (weights/cpu_dm_fcn.safetensors, the `cpu` preset's net)
-with one gentle epoch, so that in seconds it learns enough to beat predicting no letter at all.
+The run starts from the `cpu` preset's ready weights (`pretrained=ready`, package data) with one
+gentle epoch, so that in seconds it learns enough to beat predicting no letter at all.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from dirtymnist.data.dataset import read_label_csv
 from dirtymnist.demo import run_demo
 from dirtymnist.infer.evaluate import evaluate_submission
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cpu_dm_fcn.safetensors"
 TINY = ["epochs=1", "batch_size=8", "stages=[{name: data, source: data, lr: 0.0003}]"]
 SIZES = {"n_train": 60, "n_test": 12}
 
 
 def _demo(out: Path):
-    return run_demo(out, **SIZES, pretrained=str(WEIGHTS), overrides=TINY)
+    return run_demo(out, **SIZES, pretrained="ready", overrides=TINY)
 
 
 def test_demo_beats_the_all_zeros_baseline_its_files_agree_and_it_repeats(tmp_path):

@@ -16,11 +16,11 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DIRTYMNIST_QUICKSTART_DIR", str(tmp_path / "qs"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
-    # run from examples/ as a user would (it finds ../weights there); outputs go to tmp_path
+    # run from examples/ as a user would; outputs go to tmp_path
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "weights: ../weights/cpu_dm_fcn.safetensors" in text
+    assert "ready weights for: dm_fcn" in text
     assert "(16, 26) ->" in text and "label accuracy" in text
     assert "IProgress not found" not in text  # tqdm.auto found ipywidgets ...
     widgets = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,13 +29,11 @@ from dirtymnist.look.serve import launch
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "weights" / "cpu_dm_fcn.safetensors"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(data_dir, run_dir): 16 generated scenes; the cpu net from the ready weights, 1 gentle epoch."""
+    """(data_dir, run_dir): 16 generated scenes; the cpu net from its ready weights, 1 gentle epoch."""
     from dirtymnist.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("serve")
@@ -44,7 +41,7 @@ def served(tmp_path_factory):
     run = root / "run"
     # the ready weights make real letter detectors: heat maps with something to show
     overrides = ("stages=[]", "epochs=1", "folds_k=2", "batch_size=8", "lr=1e-5",
-                 f"pretrained={WEIGHTS}")
+                 "pretrained=ready")
     assert cli_main(train_argv(data, run, overrides, "--folds", "0")) == 0
     return data, run
 

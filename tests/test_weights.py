@@ -210,3 +210,27 @@ def test_local_dir_model_names_pass_through_to_timm(tmp_path, timm_state):
     assert cfg.normalize == "imagenet"  # the folder's config.json: resnet18's ImageNet mean / std
     model = build_model(cfg, 26)
     assert torch.equal(model.state_dict()["trunk.layer4.1.conv2.weight"], timm_state["layer4.1.conv2.weight"])
+
+
+def test_ready_weights_load_the_packaged_file_and_say_so():
+    from safetensors.torch import load_file
+
+    from dirtymnist.model.weights import READY_DIR, ready_models
+
+    assert "dm_fcn" in ready_models()
+    for model in ready_models():
+        cfg = load_config("cpu", [f"model={model}", "pretrained=ready"])
+        net = build_model(cfg, 26)
+        state = load_file(str(READY_DIR / f"{model}.safetensors"))
+        key = next(k for k in state if k.startswith("trunk.") and state[k].ndim == 4)
+        assert torch.equal(net.state_dict()[key], state[key]), model
+        assert net.weights_record.startswith(f"ready weights {model}.safetensors (sha256 ")
+        assert settle(cfg).pretrained_record == net.weights_record
+
+
+def test_ready_without_packaged_weights_is_random_init_with_a_warning(caplog):
+    cfg = load_config("cpu", ["model=dm_fcn_tiny", "pretrained=ready"])
+    with caplog.at_level("WARNING"):
+        net = build_model(cfg, 26)
+    assert "no ready weights for model dm_fcn_tiny" in caplog.text and "dm_fcn" in caplog.text
+    assert net.weights_record == "random init (no ready weights for dm_fcn_tiny)"

@@ -83,7 +83,7 @@ class Recipe:
     model: str = "resnet18"  # any timm model name
     in_chans: int = AUTO_CHANS  # 0 or auto = from denoise: 2 with ink (grey, ink share), else 1;
     # set 3 on purpose for ImageNet's RGB stem (the seed preset); a value denoise contradicts is an error
-    pretrained: str = ""  # "" (random init) | imagenet (alias hub: timm's weights via the HF cache) | PATH
+    pretrained: str = ""  # "" (random init) | ready (the package's own, model/ready/) | imagenet (alias hub: timm's weights via the HF cache) | PATH
     head: str = "timm"  # presence head: timm (its own global pool) | avg | max | lse | csra |
     # imagenet_silu (the 1,000-way ImageNet classifier kept, then SiLU, then Linear 1000->K)
     feature_stride: int = 0  # class-map heads: cut a timm trunk at this stride (8 / 16); 0 = its last stage

@@ -2,6 +2,10 @@
 
 `pretrained` in a config is one of
   ""                      random initialisation;
+  ready                   the package's own weights for the model, trained offline on generated
+                          scenes (`model/ready/<model>.safetensors`: dm_fcn, dm_fcn_deep); a model
+                          without them starts from random initialisation, with a warning, as
+                          timm does for `pretrained=True` on a model without weights;
   imagenet (alias hub)    the model's default timm weights, through timm's own loader and the
                           Hugging Face cache (HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE as usual);
                           offline-first: a cached file loads without touching the network;
@@ -29,6 +33,8 @@ from dirtymnist.errors import ConfigError
 log = logging.getLogger(__name__)
 
 HUB_WORDS = frozenset({"imagenet", "hub", "true", "yes"})
+READY = "ready"
+READY_DIR = Path(__file__).resolve().parent / "ready"  # package data: <model>.safetensors
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the hub for, in order
 
 
@@ -39,6 +45,7 @@ class WeightsSource:
 
     kind: str
     path: str = ""  # the file that will be loaded (hub: the cached file, "" when not cached)
+    note: str = ""  # ready: which weights, or why there are none
     hub_id: str = ""  # hub: e.g. timm/tf_efficientnet_b7.aa_in1k
     revision: str = ""  # hub: the cached snapshot's commit hash
 
@@ -52,6 +59,8 @@ def resolve(cfg) -> WeightsSource:
     p = cfg.pretrained.strip()
     if not p:
         return WeightsSource("none")
+    if p.lower() == READY:
+        return _resolve_ready(cfg.model)
     if is_hub(p):
         if cfg.model.startswith(("hf-hub:", "local-dir:")):
             return WeightsSource("passthrough", hub_id=cfg.model)
@@ -60,6 +69,21 @@ def resolve(cfg) -> WeightsSource:
     if not path.is_file():
         raise ConfigError(f"{path}: pretrained weights file not found")
     return WeightsSource("own_file" if _is_own_file(path) else "timm_file", path=str(path))
+
+
+def ready_models() -> list[str]:
+    """The models the package ships ready weights for."""
+    return sorted(f.name.removesuffix(".safetensors") for f in READY_DIR.glob("*.safetensors"))
+
+
+def _resolve_ready(model: str) -> WeightsSource:
+    path = READY_DIR / f"{model}.safetensors"
+    if path.is_file():
+        return WeightsSource("own_file", path=str(path), note=f"ready weights {path.name}")
+    have = ", ".join(ready_models()) or "none"
+    log.warning("pretrained=ready: no ready weights for model %s (there are for: %s); random "
+                "initialisation", model, have)
+    return WeightsSource("none", note=f"no ready weights for {model}")
 
 
 def _resolve_hub(model: str) -> WeightsSource:
@@ -143,7 +167,9 @@ def sha256(path: str | Path) -> str:
 def describe(src: WeightsSource) -> str:
     """One line: what was loaded, so a run records exactly which weights it started from."""
     if src.kind == "none":
-        return "random init"
+        return f"random init ({src.note})" if src.note else "random init"
+    if src.note:
+        return f"{src.note} (sha256 {sha256(src.path)[:16]})"
     if src.kind == "passthrough":
         return f"timm weights of {src.hub_id}"
     if src.kind == "hub":
