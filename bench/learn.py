@@ -92,7 +92,7 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     if arm == "plain":
         epoch_min = args.pool / args.batch / steps_per_min
         epochs = max(1, math.ceil(minutes / epoch_min))
-        return load_config("cpu", [*base, "stages=[]", f"epochs={epochs}", "warmup_epochs=0.2"])
+        return load_config("scratch", [*base, "stages=[]", f"epochs={epochs}", "warmup_epochs=0.2"])
     easy = {"name": "easy", "source": "dense", "steps": steps_per_min, "epochs": 1,
             "pool": args.easy_pool, "knobs": {**EASY, **knobs}}
     full = {"name": "full", "source": "dense", "steps": steps_per_min, "epochs": max(1, minutes - 1),
@@ -103,7 +103,7 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
                  "knobs": knobs, "lr": 0.004}
         full["epochs"] = max(1, minutes - 2)
         stages = [glyph, easy, full]
-    cfg = load_config("cpu", [*base, "warmup_epochs=0.1"])
+    cfg = load_config("scratch", [*base, "warmup_epochs=0.1"])
     cfg.stages = stages
     from dirtymnist.config import config_from_dict
 
@@ -116,7 +116,7 @@ def _steps_per_minute(args) -> int:
 
     from dirtymnist.config import load_config
 
-    cfg = load_config("cpu", [f"model={args.model}", *args.set])
+    cfg = load_config("scratch", [f"model={args.model}", *args.set])
     return max(5, int(train_steps_per_minute(cfg, args.batch, steps=20)))
 
 

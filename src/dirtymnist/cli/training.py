@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--minutes", type=float, help="training time budget (default 10)")
     g.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--model", help="timm model name (default: the preset's)")
-    p.add_argument("--preset", default="cpu", help="preset whose settings are used (default: cpu)")
+    p.add_argument("--preset", default="scratch", help="preset whose settings are used (default: scratch, random init)")
     p.add_argument("--families", choices=("train", "all"), default="train",
                    help="glyph families to draw: the training side of the held-out split (default) or all")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -37,7 +37,7 @@ MAX_STEPS_PER_SECOND = 200  # a --minutes plan long enough for any machine; the 
 
 
 def pretrain(out, *, minutes: float | None = None, steps: int | None = None, model: str | None = None,
-             preset: str = "cpu", overrides: list[str] | None = None, families: str = "train",
+             preset: str = "scratch", overrides: list[str] | None = None, families: str = "train",
              num_workers: int = 1, val_scenes: int = 64, run_dir=None) -> Path:
     """Train `preset`'s model (or `model`) on dense synthetic scenes; write its weights to `out`.
 
@@ -76,9 +76,9 @@ def pretrain(out, *, minutes: float | None = None, steps: int | None = None, mod
 
 
 def _dense_stages(cfg, knobs: dict, minutes: float | None, steps: int | None) -> list[dict]:
-    """The preset's dense stages (the cpu preset's if it has none) for this budget, fresh scenes."""
+    """The preset's dense stages (the scratch preset's if it has none) for this budget, fresh scenes."""
     stages = [s for s in cfg.stages if s["source"] == "dense"]
-    stages = stages or [s for s in load_config("cpu").stages if s["source"] == "dense"]
+    stages = stages or [s for s in load_config("scratch").stages if s["source"] == "dense"]
     stages = [{**s, "pool": 0, "knobs": {**s["knobs"], **knobs}} for s in stages]
     if minutes is not None:  # the last stage repeats until the time limit
         last = stages[-1]
