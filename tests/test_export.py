@@ -52,6 +52,11 @@ def test_predict_with_onnx_engine_matches_torch(exported, tmp_path):
     b = predict([run], data, tta="rot90", engine="onnx", out=tmp_path / "sub.csv")
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-4, rtol=0)
     assert b.members[0].suffix == ".onnx" and (tmp_path / "sub.csv").is_file()
+    # zoomed views feed the graph a larger input (its spatial axes are dynamic)
+    za = predict([run], data, tta="rot90_zoom")
+    zb = predict([run], data, tta="rot90_zoom", engine="onnx")
+    np.testing.assert_allclose(za.probs, zb.probs, atol=1e-4, rtol=0)
+    assert not np.allclose(za.probs, a.probs, atol=1e-6)  # the zoomed views count
 
 
 def test_export_out_dir_and_missing_onnx(exported, tmp_path, capsys):

@@ -149,3 +149,15 @@ def test_pools_reduce_class_maps_as_documented():
     assert 0.5 < pool("lse", r=5.0) < 8.0
     # csra: mean + lam x softmax-weighted mean; with a sharp attention that is mean + lam x max
     assert abs(pool("csra", r=99.0, lam=0.5) - (0.5 + 0.5 * 8.0)) < 1e-4
+
+
+def test_lse_pool_is_log_mean_exp_between_avg_and_max():
+    from dirtymnist.model.build import ClassMapHead
+
+    head = ClassMapHead(8, 3, "lse", r=5.0)
+    maps = torch.randn(2, 3, 4, 5)
+    got = head.pool_maps(maps)
+    flat = maps.flatten(2)
+    want = (torch.logsumexp(5.0 * flat, -1) - torch.log(torch.tensor(20.0))) / 5.0
+    torch.testing.assert_close(got, want)
+    assert (flat.mean(-1) <= got + 1e-6).all() and (got <= flat.amax(-1) + 1e-6).all()

@@ -184,3 +184,17 @@ def test_an_export_folder_gives_the_chosen_checkpoint_kind_only(tmp_path):
     assert names("best") == ["fold0.onnx", "fold1.onnx"]
     assert names("swa") == ["fold0_swa.onnx", "fold1_swa.onnx"]
     assert names("averaged") == ["fold0_averaged.onnx"]
+
+
+def test_zoomed_views_enlarge_the_input_and_keep_the_quarter_turns():
+    from dirtymnist.model.transforms import TTA_PRESETS, ZOOM
+
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    views = dict(TTA_PRESETS["rot90_zoom"])
+    assert list(views)[:4] == [name for name, _ in TTA_PRESETS["rot90"]]
+    side = int(8 * ZOOM)
+    for k in range(4):
+        zoomed = views[f"zoom_rot{90 * k}"](x)
+        assert zoomed.shape == (2, 1, side, side)
+        plain = torch.nn.functional.interpolate(torch.rot90(x, k, (2, 3)), size=(side, side), mode="bilinear")
+        torch.testing.assert_close(zoomed, plain)

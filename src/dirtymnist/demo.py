@@ -92,11 +92,11 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         from dirtymnist.infer.thresholds import fit_thresholds
 
         fit = fit_thresholds(run, data)
-    with step("choose TTA (OOF)", "none or rot90, by out-of-fold label accuracy"):
+    with step("choose TTA (OOF)", "none, rot90 or rot90_zoom, by out-of-fold label accuracy"):
         from dirtymnist.infer.predict import evaluate_tta
 
-        # rotations could turn one letter into another: measure, do not assume
-        tta_report = evaluate_tta(run, data, presets=["none", "rot90"])
+        # rotations could turn one letter into another, zoom could hurt big ones: measure
+        tta_report = evaluate_tta(run, data, presets=["none", "rot90", "rot90_zoom"])
         tta = max(tta_report.presets, key=lambda k: tta_report.presets[k]["label_acc"])
         summary.tta = tta
         log.info("TTA chosen on OOF: %s (%s)", tta, ", ".join(
@@ -105,7 +105,7 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         from dirtymnist.infer.predict import predict
 
         plain = predict([run], data, tta="none", thresholds="0.5")
-        rot = predict([run], data, tta="rot90", thresholds="0.5") if tta == "none" else None
+        rot = predict([run], data, tta="rot90", thresholds="0.5") if tta != "rot90" else None
         best_tta = predict([run], data, tta=tta, thresholds=str(run.thresholds),
                            out=out / "submission.csv")
         rot = rot or best_tta

@@ -10,7 +10,7 @@ import argparse
 from dirtymnist.errors import ConfigError
 from dirtymnist.rundir import CHECKPOINT_NAMES
 
-_TTA = ("none", "flip", "rot90", "d4")  # transforms.TTA_PRESETS (not imported: it pulls in torch)
+_TTA = ("none", "flip", "rot90", "d4", "rot90_zoom")  # transforms.TTA_PRESETS (not imported: it pulls in torch)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

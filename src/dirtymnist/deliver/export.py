@@ -2,7 +2,7 @@
 
 The graph is the network alone, TTA-free: input `input` float32 (B, in_chans, S, S), the
 *normalised* network input that `engine.to_input` makes from uint8 (B, 256, 256) images; output
-`logits` float32 (B, 26). The batch axis is dynamic. Preprocessing (resize, denoise, normalise)
+`logits` float32 (B, 26). The batch and spatial axes are dynamic (zoomed TTA views run larger inputs: S = the trained size, or larger). Preprocessing (resize, denoise, normalise)
 stays outside the graph: its settings are the training config stored in `NAME.onnx.json` beside
 each model, with the class list, so `predict --engine onnx` needs no checkpoint. Both are
 opened by `infer.loader.open_model`, like the checkpoint they come from.
@@ -26,6 +26,7 @@ import torch
 from dirtymnist.atomic import atomic_path, atomic_write_text
 from dirtymnist.errors import ConfigError
 from dirtymnist.infer.loader import OnnxModel, onnx_meta_path, open_model
+from dirtymnist.model.transforms import TTA_PRESETS
 from dirtymnist.rundir import model_files, onnx_file
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,23 @@ def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
         torch.onnx.export(
             model, (x[:2],), str(tmp), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            # batch and size are dynamic: zoomed TTA views (transforms.ZOOM) run on larger inputs
+            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
             opset_version=opset, dynamo=False,  # the dynamo exporter needs onnxscript
         )
-    # check on a batch size the export did not see (the batch axis must really be dynamic)
-    with torch.no_grad():
-        expected = model(x).numpy()
-    got = OnnxModel(target)(x).numpy()
-    diff = float(np.abs(expected - got).max())
+    # check on a batch size and an input size the export did not see (both must really be dynamic)
+    session = OnnxModel(target)
+    diff = 0.0
+    for check in (x, TTA_PRESETS["rot90_zoom"][-1][1](x)):
+        with torch.no_grad():
+            expected = model(check).numpy()
+        diff = max(diff, float(np.abs(expected - session(check).numpy()).max()))
     if diff > 1e-3:
         log.warning("%s: onnxruntime differs from torch by %.2e", target, diff)
     meta = {
         "checkpoint": str(ckpt),
-        "input": {"name": "input", "dtype": "float32", "shape": ["batch", cfg.in_chans, cfg.image_size, cfg.image_size],
+        "input": {"name": "input", "dtype": "float32", "shape": ["batch", cfg.in_chans, "height", "width"],
+                  "trained_size": cfg.image_size,
                   "is": "normalised network input: engine.to_input(uint8 (B, 256, 256) images, config)"},
         "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(letters)]},
         "opset": opset,

@@ -50,9 +50,11 @@ class ClassMapHead(nn.Module):
         if self.pool == "csra":
             attention = torch.softmax(self.r * maps, dim=-1)
             return maps.mean(-1) + self.lam * (attention * maps).sum(-1)
-        # lse: (1/r) log mean exp(r x) -- avg as r->0, max as r->inf
-        n = maps.shape[-1]
-        return (torch.logsumexp(self.r * maps, dim=-1) - torch.log(torch.tensor(float(n)))) / self.r
+        # lse: (1/r) log mean exp(r x) -- avg as r->0, max as r->inf. Written with a mean, not
+        # logsumexp - log(h*w), so that an ONNX export keeps the map size dynamic (zoomed TTA views)
+        z = self.r * maps
+        top = z.amax(-1, keepdim=True).detach()
+        return (top.squeeze(-1) + torch.log(torch.exp(z - top).mean(-1))) / self.r
 
 
 class LetterNet(nn.Module):

@@ -171,13 +171,22 @@ def augment(x: torch.Tensor, name: str, g: torch.Generator) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- TTA views
-# Each view is a deterministic function (B, C, S, S) -> (B, C, S, S). Letter presence is
-# invariant to where a letter is, so outputs are averaged without un-transforming.
-def _view(turns: int, hflip: bool):
+# Each view is a deterministic function (B, C, S, S) -> (B, C, S', S'). Letter presence is
+# invariant to where a letter is, so outputs are averaged without un-transforming. A zoomed view
+# (S' = ZOOM x S, bilinear) shows a fully-convolutional net its input larger: small letters get
+# more cells of the class maps (bench/tta_scales.py measures it; any net that takes any size).
+ZOOM = 1.25
+
+
+def _view(turns: int, hflip: bool, zoom: float = 1.0):
     def fn(x):
         if hflip:
             x = x.flip(-1)
-        return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+        if turns:
+            x = torch.rot90(x, turns, dims=(-2, -1))
+        if zoom != 1.0:
+            x = F.interpolate(x, scale_factor=zoom, mode="bilinear", align_corners=False)
+        return x
 
     return fn
 
@@ -188,5 +197,7 @@ TTA_PRESETS: dict[str, list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]]
     "rot90": [(f"rot{90 * k}", _view(k, False)) for k in range(4)],
     "d4": [(f"rot{90 * k}", _view(k, False)) for k in range(4)]
     + [(f"hflip_rot{90 * k}", _view(k, True)) for k in range(4)],
+    "rot90_zoom": [(f"rot{90 * k}", _view(k, False)) for k in range(4)]
+    + [(f"zoom_rot{90 * k}", _view(k, False, ZOOM)) for k in range(4)],
 }
 
