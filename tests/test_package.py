@@ -32,6 +32,8 @@ def test_dry_run_lists_contents_and_writes_nothing(tiny_run, tmp_path, capsys):
     assert cli_main(["package", str(run), "--out", str(out), "--data", str(data), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "run0_fold0.safetensors" in text and "run0_fold1.safetensors" in text and "total" in text
+    assert "dirtymnist/model/build.py" in text
+    assert "model/ready/" not in text and "glyphs/" not in text  # inference code only
     assert not out.exists()
 
 

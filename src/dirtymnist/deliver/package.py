@@ -240,9 +240,11 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
 
 
 def _ship(rel: Path) -> bool:
-    # The entry needs the inference code only: no caches, no glyph fonts.
+    # The entry needs the inference code only: no caches, no glyph fonts, no ready weights
+    # (the models carry their own weights in input/models/).
     parts = rel.parts
-    return "__pycache__" not in parts and parts[0] != "glyphs" and rel.suffix != ".pyc"
+    return ("__pycache__" not in parts and parts[0] != "glyphs" and rel.suffix != ".pyc"
+            and parts[:2] != ("model", "ready"))
 
 
 def _weights_size(ckpt: Path) -> int:
