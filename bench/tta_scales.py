@@ -34,7 +34,7 @@ def _scaled(scale: float, k: int):
 
 def view_sets() -> dict[str, list]:
     sets = {}
-    for name, scales in (("1", [1.0]), ("1.25", [1.25]), ("1.5", [1.5]), ("2", [2.0]),
+    for name, scales in (("1", [1.0]), ("1.25", [1.25]), ("1.5", [1.5]), ("2", [2.0]), ("1+1.25", [1.0, 1.25]),
                          ("1+1.5", [1.0, 1.5]), ("1+1.25+1.5", [1.0, 1.25, 1.5])):
         sets[f"scales {name}"] = [(f"s{s}", _scaled(s, 0)) for s in scales]
         sets[f"scales {name} x rot90"] = [(f"s{s}r{k}", _scaled(s, k)) for s in scales for k in range(4)]
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--pool-cache", default="")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", default="", help="comma-separated scale sets, e.g. 1,1.25,1+1.25 (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from learn import _fill  # bench/learn.py: the same test scenes, from its pool cache
@@ -66,7 +67,10 @@ def main(argv=None) -> int:
     model, cfg, _ = load_model(args.checkpoint, torch.device("cpu"))
     rows = np.arange(len(images))
     print(f"{args.checkpoint}: model {cfg.model}, input {cfg.image_size} px, {len(rows)} held-out scenes")
+    only = {f"scales {o}" for o in args.only.split(",") if o}
     for name, views in view_sets().items():
+        if only and name.removesuffix(" x rot90") not in only:
+            continue
         t0 = time.perf_counter()
         logits = predict_rows(model, cfg, images, rows, torch.device("cpu"), views, 64)
         acc = label_accuracy((logits > 0).astype(np.float32), labels)

@@ -155,12 +155,13 @@ def test_the_cli_says_it_in_one_line_and_records_what_was_loaded(tmp_path, make_
 
 
 def test_random_init_and_our_own_nets():
-    cfg = settle(load_config("cpu"))
+    cfg = settle(load_config("scratch"))
     assert cfg.pretrained_record == "random init" and cfg.normalize == "unit"
+    assert settle(load_config("cpu")).pretrained_record.startswith("ready weights dm_fcn_deep.safetensors")
     with pytest.raises(ConfigError, match="model='dm_fcn' has no ImageNet weights in timm"):
-        build_model(load_config("cpu", ["pretrained=imagenet"]), 26)
+        build_model(load_config("scratch", ["pretrained=imagenet"]), 26)
     with pytest.raises(ConfigError, match="nowhere.safetensors: pretrained weights file not found"):
-        build_model(load_config("cpu", ["pretrained=/nowhere.safetensors"]), 26)
+        build_model(load_config("scratch", ["pretrained=/nowhere.safetensors"]), 26)
 
 
 def test_the_seed_head_keeps_the_imagenet_classifier_then_silu_then_linear(tmp_path, timm_state):
