@@ -9,6 +9,7 @@ the training engine (`train_fold`), evaluating on the test set once per ~minute 
   plain             the cpu preset's net, image-level BCE on the pool's images, from random init
   curriculum        dense position targets: easy scenes (few, large, opaque letters), then full
   glyphs+curriculum a single-glyph softmax stage first, then the same dense stages
+  curriculum+hard   the curriculum whose last third of full epochs draws hard scenes (HARD)
 Writes curves.csv, curves.png and table.md under --out.
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 EASY = {"letters": [3, 6], "height": [30.0, 55.0], "transparent": 0.0, "distractors": [0, 0]}
+# what the model misses most (docs/learning.md): small, faint, overlapping letters among distractors
+HARD = {"height": [17.0, 35.0], "transparent": 0.5, "distractors": [1, 3], "max_overlap": 0.2}
 
 
 def _fill(kind, knobs, seed, n, args) -> list:
@@ -98,6 +101,10 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     full = {"name": "full", "source": "dense", "steps": steps_per_min, "epochs": max(1, minutes - 1),
             "pool": args.pool, "knobs": knobs}
     stages = [easy, full]
+    if arm == "curriculum+hard":  # issue 14, lever 4: hard examples once the easy ones are learned
+        hard_epochs = max(1, (minutes - 1) // 3)
+        full["epochs"] = max(1, minutes - 1 - hard_epochs)
+        stages.append({**full, "name": "hard", "epochs": hard_epochs, "knobs": {**HARD, **knobs}})
     if arm == "glyphs+curriculum":
         glyph = {"name": "glyphs", "source": "glyphs", "steps": steps_per_min // 2, "epochs": 1,
                  "knobs": knobs, "lr": 0.004}
@@ -131,6 +138,10 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     split, knobs, gen = _load(args)
     print(f"generation: {json.dumps(gen)}  (load {os.getloadavg()[0]:.1f})", flush=True)
+    if "curriculum+hard" in args.arms.split(","):
+        t0 = time.perf_counter()
+        _fill("dense", {**HARD, **knobs}, args.seed, args.pool, args)
+        print(f"hard pool: {args.pool} scenes in {time.perf_counter() - t0:.1f} s", flush=True)
     train_rows = np.arange(args.pool)
     val_rows = np.arange(args.pool, args.pool + args.n_test)
     curves, finals = {}, {}
