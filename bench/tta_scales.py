@@ -20,24 +20,18 @@ import types
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def _scaled(scale: float, k: int):
-    def view(x: torch.Tensor) -> torch.Tensor:
-        x = torch.rot90(x, k, (2, 3)) if k else x
-        return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False) if scale != 1 else x
-    return view
-
-
 def view_sets() -> dict[str, list]:
+    from dirtymnist.model.transforms import _view  # the TTA presets' own view: turns, then zoom
+
     sets = {}
     for name, scales in (("1", [1.0]), ("1.25", [1.25]), ("1.5", [1.5]), ("2", [2.0]), ("1+1.25", [1.0, 1.25]),
                          ("1+1.5", [1.0, 1.5]), ("1+1.25+1.5", [1.0, 1.25, 1.5])):
-        sets[f"scales {name}"] = [(f"s{s}", _scaled(s, 0)) for s in scales]
-        sets[f"scales {name} x rot90"] = [(f"s{s}r{k}", _scaled(s, k)) for s in scales for k in range(4)]
+        sets[f"scales {name}"] = [(f"s{s}", _view(0, False, s)) for s in scales]
+        sets[f"scales {name} x rot90"] = [(f"s{s}r{k}", _view(k, False, s)) for s in scales for k in range(4)]
     return sets
 
 

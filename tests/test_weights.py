@@ -229,9 +229,14 @@ def test_ready_weights_load_the_packaged_file_and_say_so():
         assert settle(cfg).pretrained_record == net.weights_record
 
 
-def test_ready_without_packaged_weights_is_random_init_with_a_warning(caplog):
+def test_ready_without_packaged_weights_is_random_init_with_a_warning(caplog, monkeypatch):
+    from dirtymnist.model import weights
+
+    monkeypatch.setattr(weights, "_WARNED", set())  # earlier tests may have warned already
     cfg = load_config("cpu", ["model=dm_fcn_tiny", "pretrained=ready"])
     with caplog.at_level("WARNING"):
         net = build_model(cfg, 26)
+        settle(cfg)
     assert "no ready weights for model dm_fcn_tiny" in caplog.text and "dm_fcn" in caplog.text
+    assert caplog.text.count("no ready weights for model dm_fcn_tiny") == 1  # once, not per resolve
     assert net.weights_record == "random init (no ready weights for dm_fcn_tiny)"

@@ -80,10 +80,14 @@ def _resolve_ready(model: str) -> WeightsSource:
     path = READY_DIR / f"{model}.safetensors"
     if path.is_file():
         return WeightsSource("own_file", path=str(path), note=f"ready weights {path.name}")
-    have = ", ".join(ready_models()) or "none"
-    log.warning("pretrained=ready: no ready weights for model %s (there are for: %s); random "
-                "initialisation", model, have)
+    if model not in _WARNED:  # resolve() runs several times per run: say it once
+        _WARNED.add(model)
+        log.warning("pretrained=ready: no ready weights for model %s (there are for: %s); random "
+                    "initialisation", model, ", ".join(ready_models()) or "none")
     return WeightsSource("none", note=f"no ready weights for {model}")
+
+
+_WARNED: set[str] = set()
 
 
 def _resolve_hub(model: str) -> WeightsSource:
