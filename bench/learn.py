@@ -10,6 +10,8 @@ the training engine (`train_fold`), evaluating on the test set once per ~minute 
   curriculum        dense position targets: easy scenes (few, large, opaque letters), then full
   glyphs+curriculum a single-glyph softmax stage first, then the same dense stages
   curriculum+hard   the curriculum whose last third of full epochs draws hard scenes (HARD)
+  preset            the dense stages of --preset as it ships (its net, `pretrained`, steps, lr),
+                    drawing the training families from the bench's pools; its data stage dropped
 Writes curves.csv, curves.png and table.md under --out.
 """
 
@@ -89,6 +91,8 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     from dirtymnist.config import load_config
 
     minutes = args.minutes
+    if arm == "preset":
+        return _preset_config(args, knobs)
     # epochs of ~1 minute at the speed measured just before; the time limit ends the arm
     base = [f"model={args.model}", f"batch_size={args.batch}", f"seed={args.seed}", "ema=0",
             f"time_limit={minutes}", *args.set]
@@ -114,6 +118,27 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     cfg.stages = stages
     from dirtymnist.config import config_from_dict
 
+    return config_from_dict(cfg.to_dict())
+
+
+def _preset_config(args, knobs: dict):
+    """--preset's own dense stages on the bench's scenes: its `easy`-like stages (knobs beyond
+    the families) from the easy pool, the others from the main pool; `data` stages dropped (the
+    bench's pool has positions, so the dense stages are what a preset learns from here)."""
+    from dirtymnist.config import config_from_dict, load_config
+
+    cfg = load_config(args.preset, [f"seed={args.seed}", "ema=0", "time_limit=0", *args.set])
+    stages = []
+    for stage in cfg.to_dict()["stages"]:
+        if stage.get("source") != "dense":
+            continue
+        easy = bool(set(stage.get("knobs") or {}) - {"families"})
+        stage = {**stage, "pool": args.easy_pool if easy else args.pool,
+                 "knobs": {**EASY, **knobs} if easy else dict(knobs)}
+        stages.append(stage)
+    if not stages:
+        raise SystemExit(f"--preset {args.preset}: no dense stage to run on the bench")
+    cfg.stages = stages
     return config_from_dict(cfg.to_dict())
 
 
@@ -146,7 +171,7 @@ def run(args) -> None:
     val_rows = np.arange(args.pool, args.pool + args.n_test)
     curves, finals = {}, {}
     for arm in args.arms.split(","):
-        spm = args.steps_per_min or _steps_per_minute(args)
+        spm = args.steps_per_min or (0 if arm == "preset" else _steps_per_minute(args))
         print(f"{arm}: {spm} steps per minute at batch {args.batch} (load {os.getloadavg()[0]:.1f})", flush=True)
         cfg = _arm_config(arm, args, knobs, spm)
         run_dir = out / arm.replace("+", "_")
@@ -234,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool-cache", default="", help="folder keeping rendered pools between runs (npz)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every arm (repeatable), e.g. --set denoise=ink --set in_chans=2")
+    p.add_argument("--preset", default="default",
+                   help="preset (name or YAML path) whose dense stages the `preset` arm runs")
     p.add_argument("--out", default="bench/out/learn")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
