@@ -161,3 +161,28 @@ def test_lse_pool_is_log_mean_exp_between_avg_and_max():
     want = (torch.logsumexp(5.0 * flat, -1) - torch.log(torch.tensor(20.0))) / 5.0
     torch.testing.assert_close(got, want)
     assert (flat.mean(-1) <= got + 1e-6).all() and (got <= flat.amax(-1) + 1e-6).all()
+
+
+def test_the_stride4_net_starts_from_stride8_weights_with_their_predictions(tmp_path):
+    from safetensors.torch import save_file
+
+    deep = build_model(load_config("cpu", ["pretrained="]), 26).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that the check means something
+        for m in deep.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "deep.safetensors"
+    save_file({k: v.contiguous() for k, v in deep.state_dict().items()}, str(path))
+    s4 = build_model(load_config("cpu", ["model=dm_fcn_deep_s4", f"pretrained={path}"]), 26).eval()
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        logits, maps = s4(x, return_maps=True)
+        want_logits, want_maps = deep(x, return_maps=True)
+    assert maps.shape == (2, 26, 32, 32) and want_maps.shape == (2, 26, 16, 16)
+    assert torch.allclose(logits, want_logits, atol=1e-5)
+    assert torch.allclose(maps[..., ::2, ::2], want_maps, atol=1e-5)  # nearest upsampling
+    # and it learns: the zero-started branches get gradients
+    s4.train()
+    s4(x).sum().backward()
+    assert s4.trunk.up.lateral[1].weight.grad.abs().sum() > 0

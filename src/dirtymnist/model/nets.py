@@ -34,11 +34,34 @@ class _Res(nn.Module):
         return torch.relu(x + self.b(self.a(x)))
 
 
+class _Stride4(nn.Module):
+    """The stride-8 map brought back to stride 4 (issue 14, lever 1: small letters): upsampled,
+    plus a 3x3 lateral conv of the stride-4 features, plus a depthwise-separable refinement.
+    Both added branches end in a BatchNorm whose scale starts at zero, so a net loaded from
+    stride-8 weights starts with exactly their class maps, upsampled."""
+
+    def __init__(self, c4: int, c: int):
+        super().__init__()
+        self.lateral = nn.Sequential(nn.Conv2d(c4, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.refine = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c),
+        )
+        nn.init.zeros_(self.lateral[1].weight)
+        nn.init.zeros_(self.refine[-1].weight)
+
+    def forward(self, deep: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(deep, size=s4.shape[-2:], mode="nearest") + self.lateral(s4)
+        return x + self.refine(torch.relu(x))
+
+
 class LetterFCN(nn.Module):
-    """stem (stride 2) -> stride 4 -> stride 8 -> residual blocks (dilated). Plain convs + BN."""
+    """stem (stride 2) -> stride 4 -> stride 8 -> residual blocks (dilated). Plain convs + BN.
+    With `stride4`, the output map is brought back to stride 4 (`_Stride4`)."""
 
     def __init__(self, widths=(24, 48, 96, 128), blocks: int = 2, in_chans: int = 1,
-                 num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0, **_):
+                 num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0,
+                 stride4: bool = False, **_):
         super().__init__()
         w0, w1, w2, w3 = widths
         self.stem = nn.Sequential(_conv(in_chans, w0, stride=2), _conv(w0, w0))  # (B, w0, S/2, S/2)
@@ -47,6 +70,7 @@ class LetterFCN(nn.Module):
             _conv(w1, w2, stride=2), _conv(w2, w3),  # (B, w3, S/8, S/8)
             *[_Res(w3, dilation=1 + i % 2) for i in range(blocks)],
         )
+        self.up = _Stride4(w1, w3) if stride4 else None
         self.num_features = w3
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -54,7 +78,10 @@ class LetterFCN(nn.Module):
         self.fc = nn.Linear(w3, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))  # (B, C, S/8, S/8)
+        if self.up is None:
+            return self.stages(self.stem(x))  # (B, C, S/8, S/8)
+        s4 = self.stages[:2](self.stem(x))  # (B, w1, S/4, S/4)
+        return self.up(self.stages[2:](s4), s4)  # (B, C, S/4, S/4)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool:
@@ -74,12 +101,12 @@ class LetterFCN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def _build(widths, blocks, pretrained: bool = False, **kwargs) -> LetterFCN:
+def _build(widths, blocks, pretrained: bool = False, stride4: bool = False, **kwargs) -> LetterFCN:
     if pretrained:
         raise ValueError("dm_fcn nets have no hub weights; use `dirtymnist pretrain`")
     kwargs.pop("pretrained_cfg", None)
     kwargs.pop("pretrained_cfg_overlay", None)
-    return LetterFCN(widths, blocks, **kwargs)
+    return LetterFCN(widths, blocks, stride4=stride4, **kwargs)
 
 
 @register_model
@@ -105,3 +132,11 @@ def dm_fcn_deep(pretrained: bool = False, **kwargs) -> LetterFCN:
     """~0.76 M parameters: dm_fcn with its capacity where it is cheap, 96 channels and 4 residual
     blocks at stride 8 (1.8x dm_fcn's step time on one core in fp32; issue 14, lever 3)."""
     return _build((16, 32, 64, 96), 4, pretrained, **kwargs)
+
+
+@register_model
+def dm_fcn_deep_s4(pretrained: bool = False, **kwargs) -> LetterFCN:
+    """dm_fcn_deep with a stride-4 output map (`_Stride4`, ~+18% MACs): two class-map cells per
+    side where dm_fcn_deep has one, for the small letters it misses most (bench/limits.py).
+    Loads dm_fcn_deep's weights (`pretrained=` its file) and starts with their predictions."""
+    return _build((16, 32, 64, 96), 4, pretrained, stride4=True, **kwargs)
