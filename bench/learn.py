@@ -62,6 +62,17 @@ def _fill(kind, knobs, seed, n, args) -> list:
     return samples
 
 
+def heldout_test(seed: int, n: int, pool_cache: str = "", workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The bench's test set: n scenes of the HELD-OUT glyph families (seed + 1000), as
+    (images uint8 (n, 256, 256), labels float32 (n, 26)); other bench scripts score on it too."""
+    from dirtymnist.glyphs import split_families
+
+    _, held = split_families(0.2, seed=0)
+    test = _fill("synth", {"families": list(held)}, seed + 1000, n,
+                 types.SimpleNamespace(pool_cache=pool_cache, workers=workers))
+    return np.stack([s[0] for s in test]), np.stack([s[1] for s in test]).astype(np.float32)
+
+
 def _load(args):
     from dirtymnist import layout
     from dirtymnist.glyphs import split_families
@@ -172,7 +183,8 @@ def run(args) -> None:
     curves, finals = {}, {}
     for arm in args.arms.split(","):
         spm = args.steps_per_min or (0 if arm == "preset" else _steps_per_minute(args))
-        print(f"{arm}: {spm} steps per minute at batch {args.batch} (load {os.getloadavg()[0]:.1f})", flush=True)
+        speed = f"{spm} steps per minute" if spm else f"steps as --preset {args.preset} plans them"
+        print(f"{arm}: {speed} at batch {args.batch} (load {os.getloadavg()[0]:.1f})", flush=True)
         cfg = _arm_config(arm, args, knobs, spm)
         run_dir = out / arm.replace("+", "_")
         if run_dir.exists():

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 from collections import defaultdict
 
 import numpy as np
@@ -50,8 +49,7 @@ def _shape_ids(aliases: list[set]) -> dict[tuple[str, str], int]:
     from dirtymnist import layout
 
     ids: dict[tuple[str, str], int] = {}
-    for group in aliases:
-        gid = len(ids) + 1000
+    for gid, group in enumerate(aliases, start=1000):  # above the 2 x 26 plain glyph ids
         for glyph in group:
             ids[glyph] = gid
     for k, letter in enumerate(layout.LETTERS):
@@ -194,18 +192,13 @@ def main(argv=None) -> int:
     if not (args.checkpoint or args.preset):
         return 0
     import torch
-    from learn import _fill  # bench/learn.py: the same held-out test scenes, from its pool cache
+    from learn import heldout_test  # bench/learn.py: the bench's held-out test scenes
 
-    from dirtymnist.glyphs import split_families
     from dirtymnist.infer.loader import predict_rows, tta_views
     from dirtymnist.metrics import label_accuracy
 
     torch.set_num_threads(args.threads)
-    _, held = split_families(0.2, seed=0)
-    test = _fill("synth", {"families": list(held)}, args.seed + 1000, args.n_test,
-                 types.SimpleNamespace(pool_cache=args.pool_cache, workers=1))
-    images = np.stack([s[0] for s in test])
-    labels = np.stack([s[1] for s in test]).astype(np.float32)
+    images, labels = heldout_test(args.seed, args.n_test, args.pool_cache)
     model, cfg, what = _model(args)
     model.eval()
     logits = predict_rows(model, cfg, images, np.arange(len(images)), torch.device("cpu"),

@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-import types
 
 import numpy as np
 import torch
@@ -46,18 +45,13 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="comma-separated scale sets, e.g. 1,1.25,1+1.25 (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from learn import _fill  # bench/learn.py: the same test scenes, from its pool cache
+    from learn import heldout_test  # bench/learn.py: the same test scenes, from its pool cache
 
-    from dirtymnist.glyphs import split_families
     from dirtymnist.infer.loader import predict_rows
     from dirtymnist.metrics import label_accuracy
     from dirtymnist.model.checkpoint import load_model
 
-    _, held = split_families(0.2, seed=0)
-    test = _fill("synth", {"families": list(held)}, args.seed + 1000, args.n_test,
-                 types.SimpleNamespace(pool_cache=args.pool_cache, workers=args.workers))
-    images = np.stack([s[0] for s in test])
-    labels = np.stack([s[1] for s in test]).astype(np.float32)
+    images, labels = heldout_test(args.seed, args.n_test, args.pool_cache, args.workers)
     model, cfg, _ = load_model(args.checkpoint, torch.device("cpu"))
     rows = np.arange(len(images))
     print(f"{args.checkpoint}: model {cfg.model}, input {cfg.image_size} px, {len(rows)} held-out scenes")
