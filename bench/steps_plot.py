@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("curves", nargs="+")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--clock", default="one quiet core",
+                   help="what MS was timed on, for the time axis (e.g. '2 cores' for 2-thread step costs)")
     args = p.parse_args(argv)
     curves = [read_curve(c, args.batch) for c in args.curves]
 
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
         a.plot(steps, acc, marker=".", label=label)
         b.plot(steps * ms / 60000, acc, marker=".", label=f"{label} ({ms:.0f} ms/step)")
     a.set_xlabel("optimizer steps (batch 32)")
-    b.set_xlabel("minutes of one quiet core (steps x measured step cost)")
+    b.set_xlabel(f"minutes of {args.clock} (steps x measured step cost)")
     a.set_ylabel("held-out label accuracy (threshold 0.5)")
     for ax in (a, b):
         ax.axhline(0.538, color="grey", lw=0.8, ls=":")
