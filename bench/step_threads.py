@@ -1,10 +1,11 @@
-"""Cost of one training step (fwd + bwd + AdamW, batch 32, fp32) of `dm_fcn_deep` at 128, 160 and
-192 px with 1 and 2 threads, side by side in one run: the clock that turns a bench's steps into
-minutes of 2 cores (issue 14, round 4).
+"""Cost of one training step (fwd + bwd + AdamW, batch 32, fp32) of `dm_fcn_deep` at several input
+sizes (default 128, 160, 192 px) with 1 and 2 threads, side by side in one run: the clock that
+turns a bench's steps into minutes of 2 cores (issue 14, rounds 4-5).
 
-    PYTHONPATH=src .venv/bin/python bench/step_threads.py
+    PYTHONPATH=src .venv/bin/python bench/step_threads.py [--sizes 128,160,192,224,256]
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from precision import train_steps_per_minute  # noqa: E402
 
 from dirtymnist.config import load_config  # noqa: E402
 
-SIZES = {"128 px": [], "160 px": ["image_size=160"], "192 px": ["image_size=192"]}
-
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="128,160,192", help="input sizes in px, comma-separated")
+    sizes = [int(s) for s in p.parse_args().sizes.split(",")]
+    SIZES = {f"{n} px": [f"image_size={n}"] for n in sizes}
     ms = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -4,6 +4,8 @@
     .venv/bin/python scripts/make_ready_weights.py --model dm_fcn_deep --minutes 30 [--families train]
     # or take the last weights of a finished training run (e.g. a bench/learn.py run on a scene pool)
     .venv/bin/python scripts/make_ready_weights.py --model dm_fcn_deep --from-checkpoint RUN/fold0/last.pt
+    # another set for the same model, loaded with `pretrained: ready.192px`
+    .venv/bin/python scripts/make_ready_weights.py --model dm_fcn_deep --from-checkpoint RUN/last.pt --tag 192px
 
 Nothing is downloaded: the nets learn from generated scenes with letter positions. The file is
 package data, so `--set pretrained=ready` finds it wherever the package is installed. Training
@@ -30,10 +32,13 @@ def main(argv=None) -> int:
     src.add_argument("--minutes", type=float, help="pretrain for this many minutes")
     src.add_argument("--from-checkpoint", type=Path, help="a training run's checkpoint (last.pt) of --model")
     p.add_argument("--families", choices=("train", "all"), default="train")
-    p.add_argument("--out", type=Path, help="default: the package's model/ready/<model>.safetensors")
+    p.add_argument("--tag", default="", help="write model/ready/<model>.TAG.safetensors (pretrained: ready.TAG)")
+    p.add_argument("--out", type=Path, help="default: the package's model/ready/<model>[.TAG].safetensors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    out = args.out or READY_DIR / f"{args.model}.safetensors"
+    if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
+        p.error(f"--tag {args.tag!r}: letters, digits, - and _ only")
+    out = args.out or READY_DIR / (f"{args.model}.{args.tag}.safetensors" if args.tag else f"{args.model}.safetensors")
     t0 = time.perf_counter()
     if args.from_checkpoint:
         from dirtymnist.model.checkpoint import load_checkpoint

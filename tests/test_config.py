@@ -55,9 +55,9 @@ READY_START = {"model": "dm_fcn_deep", "pretrained": "ready"}  # issue 14: BENCH
 CHANGED = {"cpu": {**READY_START, "stages": [
                {"name": "scenes", "source": "dense", "steps": 200, "epochs": 4, "pool": 8000, "lr": 0.001},
                {"name": "data", "source": "data", "lr": 0.0003}]},
-           # issue 14, round 3: BENCHMARKS, "Round 3" (the 160 px fine-tune of the ready weights)
-           "default": {**READY_START, "image_size": 160, "stages": [
-               {"name": "scenes", "source": "dense", "steps": 400, "epochs": 5, "pool": 20000, "lr": 0.001},
+           # issue 14, round 5: BENCHMARKS, "Round 5" (the 224 px fine-tune of the ready.192px weights)
+           "default": {**READY_START, "pretrained": "ready.192px", "image_size": 224, "stages": [
+               {"name": "scenes", "source": "dense", "steps": 400, "epochs": 4, "pool": 20000, "lr": 0.001},
                {"name": "data", "source": "data", "lr": 0.0003}]}}
 
 
@@ -75,7 +75,7 @@ def test_every_preset_resolves_as_it_did_before_inheritance():
 
 def test_default_and_gpu_inherit_instead_of_copying():
     text = {name: yaml.safe_load((config.preset_dir() / f"{name}.yaml").read_text()) for name in list_presets()}
-    assert text["default"]["base"] == "cpu" and set(text["default"]) == {"base", "image_size", "stages"}
+    assert text["default"]["base"] == "cpu" and set(text["default"]) == {"base", "pretrained", "image_size", "stages"}
     assert text["gpu"]["base"] == "default"
     assert load_config("default").preset == "default"  # the leaf's name, not the base's
 

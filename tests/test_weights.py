@@ -158,6 +158,7 @@ def test_random_init_and_our_own_nets():
     cfg = settle(load_config("scratch"))
     assert cfg.pretrained_record == "random init" and cfg.normalize == "unit"
     assert settle(load_config("cpu")).pretrained_record.startswith("ready weights dm_fcn_deep.safetensors")
+    assert settle(load_config("default")).pretrained_record.startswith("ready weights dm_fcn_deep.192px.safetensors")
     with pytest.raises(ConfigError, match="model='dm_fcn' has no ImageNet weights in timm"):
         build_model(load_config("scratch", ["pretrained=imagenet"]), 26)
     with pytest.raises(ConfigError, match="nowhere.safetensors: pretrained weights file not found"):
@@ -240,3 +241,27 @@ def test_ready_without_packaged_weights_is_random_init_with_a_warning(caplog, mo
     assert "no ready weights for model dm_fcn_tiny" in caplog.text and "dm_fcn" in caplog.text
     assert caplog.text.count("no ready weights for model dm_fcn_tiny") == 1  # once, not per resolve
     assert net.weights_record == "random init (no ready weights for dm_fcn_tiny)"
+
+
+def test_tagged_ready_weights_load_by_tag_and_a_missing_tag_is_one_line(monkeypatch, tmp_path):
+    from dirtymnist.model import weights
+    from dirtymnist.train.pretrain import save_weights
+
+    monkeypatch.setattr(weights, "READY_DIR", tmp_path)
+    cfg = load_config("cpu", ["model=dm_fcn_tiny", "pretrained="])
+    trained = build_model(cfg, 26).state_dict()
+    trained = {k: v + 1 if v.is_floating_point() else v for k, v in trained.items()}  # not an init
+    save_weights(trained, tmp_path / "dm_fcn_tiny.192px.safetensors")
+    assert weights.ready_tags("dm_fcn_tiny") == ["192px"]
+    assert weights.ready_models() == []  # a tagged file is not the model's plain `ready` weights
+
+    tagged = load_config("cpu", ["model=dm_fcn_tiny", "pretrained=ready.192px"])
+    net = build_model(tagged, 26)
+    key = next(k for k in trained if k.startswith("trunk.") and trained[k].ndim == 4)
+    assert torch.equal(net.state_dict()[key], trained[key])
+    assert net.weights_record.startswith("ready weights dm_fcn_tiny.192px.safetensors (sha256 ")
+
+    with pytest.raises(ConfigError) as err:
+        build_model(load_config("cpu", ["model=dm_fcn_tiny", "pretrained=ready.256px"]), 26)
+    assert str(err.value) == ("pretrained=ready.256px: the package has no such weights for model "
+                              "dm_fcn_tiny (tagged ready weights for it: ready.192px; plain `ready` for: none)")

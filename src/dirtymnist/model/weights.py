@@ -6,6 +6,9 @@
                           scenes (`model/ready/<model>.safetensors`: dm_fcn, dm_fcn_deep); a model
                           without them starts from random initialisation, with a warning, as
                           timm does for `pretrained=True` on a model without weights;
+  ready.TAG               another set of the package's weights for the model, like timm's
+                          `model.tag` names (`model/ready/<model>.TAG.safetensors`, e.g.
+                          `ready.192px`: trained further at 192 px); a missing TAG is an error;
   imagenet (alias hub)    the model's default timm weights, through timm's own loader and the
                           Hugging Face cache (HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE as usual);
                           offline-first: a cached file loads without touching the network;
@@ -61,6 +64,8 @@ def resolve(cfg) -> WeightsSource:
         return WeightsSource("none")
     if p.lower() == READY:
         return _resolve_ready(cfg.model)
+    if p.lower().startswith(READY + ".") and not Path(p).expanduser().is_file():
+        return _resolve_ready_tag(cfg.model, p[len(READY) + 1:])
     if is_hub(p):
         if cfg.model.startswith(("hf-hub:", "local-dir:")):
             return WeightsSource("passthrough", hub_id=cfg.model)
@@ -72,8 +77,27 @@ def resolve(cfg) -> WeightsSource:
 
 
 def ready_models() -> list[str]:
-    """The models the package ships ready weights for."""
-    return sorted(f.name.removesuffix(".safetensors") for f in READY_DIR.glob("*.safetensors"))
+    """The models the package ships ready weights for (`pretrained: ready`)."""
+    return sorted(n for n in _ready_names() if "." not in n)
+
+
+def ready_tags(model: str) -> list[str]:
+    """The tags of the model's other ready weights (`pretrained: ready.TAG`)."""
+    return sorted(n.removeprefix(model + ".") for n in _ready_names() if n.startswith(model + "."))
+
+
+def _ready_names() -> list[str]:
+    return [f.name.removesuffix(".safetensors") for f in READY_DIR.glob("*.safetensors")]
+
+
+def _resolve_ready_tag(model: str, tag: str) -> WeightsSource:
+    path = READY_DIR / f"{model}.{tag}.safetensors"
+    if not path.is_file():
+        have = ", ".join(f"ready.{t}" for t in ready_tags(model)) or "none"
+        raise ConfigError(f"pretrained=ready.{tag}: the package has no such weights for model {model} "
+                          f"(tagged ready weights for it: {have}; plain `ready` for: "
+                          f"{', '.join(ready_models()) or 'none'})")
+    return WeightsSource("own_file", path=str(path), note=f"ready weights {path.name}")
 
 
 def _resolve_ready(model: str) -> WeightsSource:
