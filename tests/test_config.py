@@ -55,9 +55,9 @@ READY_START = {"model": "dm_fcn_deep", "pretrained": "ready"}  # issue 14: BENCH
 CHANGED = {"cpu": {**READY_START, "stages": [
                {"name": "scenes", "source": "dense", "steps": 200, "epochs": 4, "pool": 8000, "lr": 0.001},
                {"name": "data", "source": "data", "lr": 0.0003}]},
-           # issue 14, round 5: BENCHMARKS, "Round 5" (the 224 px fine-tune of the ready.192px weights)
-           "default": {**READY_START, "pretrained": "ready.192px", "image_size": 224, "stages": [
-               {"name": "scenes", "source": "dense", "steps": 400, "epochs": 4, "pool": 20000, "lr": 0.001},
+           # issue 14, round 5: BENCHMARKS, "Round 5" (the 256 px fine-tune of the ready.192px weights)
+           "default": {**READY_START, "pretrained": "ready.192px", "image_size": 256, "stages": [
+               {"name": "scenes", "source": "dense", "steps": 400, "epochs": 3, "pool": 20000, "lr": 0.001},
                {"name": "data", "source": "data", "lr": 0.0003}]}}
 
 
