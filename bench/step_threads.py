@@ -21,15 +21,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="128,160,192", help="input sizes in px, comma-separated")
     sizes = [int(s) for s in p.parse_args().sizes.split(",")]
-    SIZES = {f"{n} px": [f"image_size={n}"] for n in sizes}
+    sets_by_name = {f"{n} px": [f"image_size={n}"] for n in sizes}
     ms = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        for name, sets in SIZES.items():
+        for name, sets in sets_by_name.items():
             cfg = load_config("scratch", ["model=dm_fcn_deep", *sets, "pretrained="])
             ms[threads, name] = min(60000 / train_steps_per_minute(cfg, 32, steps=15) for _ in range(2))
     print("| input | 1 thread | 2 threads | ratio |\n|---|---|---|---|")
-    for name in SIZES:
+    for name in sets_by_name:
         print(f"| {name} | {ms[1, name]:.0f} ms | {ms[2, name]:.0f} ms | {ms[1, name] / ms[2, name]:.2f}x |")
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from dirtymnist.model.weights import READY_DIR
+from dirtymnist.model.weights import ready_path
 from dirtymnist.train.pretrain import pretrain, save_weights
 
 
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
         p.error(f"--tag {args.tag!r}: letters, digits, - and _ only")
-    out = args.out or READY_DIR / (f"{args.model}.{args.tag}.safetensors" if args.tag else f"{args.model}.safetensors")
+    out = args.out or ready_path(args.model, args.tag)
     t0 = time.perf_counter()
     if args.from_checkpoint:
         from dirtymnist.model.checkpoint import load_checkpoint

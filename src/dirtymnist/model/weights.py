@@ -90,8 +90,13 @@ def _ready_names() -> list[str]:
     return [f.name.removesuffix(".safetensors") for f in READY_DIR.glob("*.safetensors")]
 
 
+def ready_path(model: str, tag: str = "") -> Path:
+    """The package file of the model's ready weights: <model>.safetensors or <model>.TAG.safetensors."""
+    return READY_DIR / (f"{model}.{tag}.safetensors" if tag else f"{model}.safetensors")
+
+
 def _resolve_ready_tag(model: str, tag: str) -> WeightsSource:
-    path = READY_DIR / f"{model}.{tag}.safetensors"
+    path = ready_path(model, tag)
     if not path.is_file():
         have = ", ".join(f"ready.{t}" for t in ready_tags(model)) or "none"
         raise ConfigError(f"pretrained=ready.{tag}: the package has no such weights for model {model} "
@@ -101,7 +106,7 @@ def _resolve_ready_tag(model: str, tag: str) -> WeightsSource:
 
 
 def _resolve_ready(model: str) -> WeightsSource:
-    path = READY_DIR / f"{model}.safetensors"
+    path = ready_path(model)
     if path.is_file():
         return WeightsSource("own_file", path=str(path), note=f"ready weights {path.name}")
     if model not in _WARNED:  # resolve() runs several times per run: say it once
