@@ -98,6 +98,21 @@ def _load(args):
     return split, knobs, gen
 
 
+def _train_seed(args) -> int:
+    return args.seed if args.train_seed is None else args.train_seed
+
+
+def _alias_pools(seed: int, train_seed: int) -> None:
+    """--train-seed: the arms' stages look their scenes up under their own seed, so the pools
+    rendered with --seed are filed under it too (same scenes, other draws of init/augmentation)."""
+    if train_seed == seed:
+        return
+    from dirtymnist.train import sources
+
+    for kind, s, knobs, index in [k for k in sources._POOL if k[1] == seed and k[0] == "dense"]:
+        sources._POOL[kind, train_seed, knobs, index] = sources._POOL[kind, s, knobs, index]
+
+
 def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     from dirtymnist.config import load_config
 
@@ -105,7 +120,7 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
     if arm == "preset":
         return _preset_config(args, knobs)
     # epochs of ~1 minute at the speed measured just before; the time limit ends the arm
-    base = [f"model={args.model}", f"batch_size={args.batch}", f"seed={args.seed}", "ema=0",
+    base = [f"model={args.model}", f"batch_size={args.batch}", f"seed={_train_seed(args)}", "ema=0",
             f"time_limit={minutes}", *args.set]
     if arm == "plain":
         epoch_min = args.pool / args.batch / steps_per_min
@@ -138,7 +153,7 @@ def _preset_config(args, knobs: dict):
     bench's pool has positions, so the dense stages are what a preset learns from here)."""
     from dirtymnist.config import config_from_dict, load_config
 
-    cfg = load_config(args.preset, [f"seed={args.seed}", "ema=0", "time_limit=0", *args.set])
+    cfg = load_config(args.preset, [f"seed={_train_seed(args)}", "ema=0", "time_limit=0", *args.set])
     stages = []
     for stage in cfg.to_dict()["stages"]:
         if stage.get("source") != "dense":
@@ -178,6 +193,7 @@ def run(args) -> None:
         t0 = time.perf_counter()
         _fill("dense", {**HARD, **knobs}, args.seed, args.pool, args)
         print(f"hard pool: {args.pool} scenes in {time.perf_counter() - t0:.1f} s", flush=True)
+    _alias_pools(args.seed, _train_seed(args))
     train_rows = np.arange(args.pool)
     val_rows = np.arange(args.pool, args.pool + args.n_test)
     curves, finals = {}, {}
@@ -265,7 +281,10 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=int, default=8000, help="fixed training scenes (with positions)")
     p.add_argument("--easy-pool", type=int, default=1500, help="fixed easy scenes")
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the pools and the test set (and of training)")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of training only (init, augmentation, mixing), on --seed's pools and test set: "
+                        "the spread of training alone")
     p.add_argument("--workers", type=int, default=2, help="processes for generation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pool-cache", default="", help="folder keeping rendered pools between runs (npz)")
