@@ -104,13 +104,20 @@ def _train_seed(args) -> int:
 
 def _alias_pools(seed: int, train_seed: int) -> None:
     """--train-seed: the arms' stages look their scenes up under their own seed, so the pools
-    rendered with --seed are filed under it too (same scenes, other draws of init/augmentation)."""
+    rendered with --seed are filed under it too, in an order shuffled by it (the same scenes in
+    other batches: with ready weights and no augmentation on dense stages, the data order is
+    what a training seed changes)."""
     if train_seed == seed:
         return
     from dirtymnist.train import sources
 
-    for kind, s, knobs, index in [k for k in sources._POOL if k[1] == seed and k[0] == "dense"]:
-        sources._POOL[kind, train_seed, knobs, index] = sources._POOL[kind, s, knobs, index]
+    groups: dict = {}
+    for key in [k for k in sources._POOL if k[1] == seed and k[0] == "dense"]:
+        groups.setdefault((key[0], key[2]), []).append(key[3])
+    for (kind, knobs), indices in groups.items():
+        order = np.random.default_rng([train_seed, 5]).permutation(len(indices))
+        for index, src in zip(sorted(indices), order):
+            sources._POOL[kind, train_seed, knobs, index] = sources._POOL[kind, seed, knobs, int(src)]
 
 
 def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
@@ -283,8 +290,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="seed of the pools and the test set (and of training)")
     p.add_argument("--train-seed", type=int, default=None,
-                   help="seed of training only (init, augmentation, mixing), on --seed's pools and test set: "
-                        "the spread of training alone")
+                   help="seed of training only (init, augmentation, mixing, and the order of --seed's pool "
+                        "scenes), on the same scenes and test set: the spread of training alone")
     p.add_argument("--workers", type=int, default=2, help="processes for generation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pool-cache", default="", help="folder keeping rendered pools between runs (npz)")

@@ -1,6 +1,7 @@
 """Fetch the bundled handwriting fonts from npm's @fontsource packages (run once, commit the result).
 
     python scripts/fetch_fonts.py [--dest src/dirtymnist/glyphs/fonts]
+    python scripts/fetch_fonts.py --dest DIR --families gaegu,itim --hangul gaegu   # other fonts
 
 For each family: `npm pack @fontsource/<family>` in a temp dir, untar, keep the latin 400
 normal woff2 and the LICENSE. Only OFL-1.1 / Apache-2.0 packages are kept. A few Korean
@@ -39,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_dest = Path(__file__).resolve().parents[1] / "src/dirtymnist/glyphs/fonts"
     parser.add_argument("--dest", type=Path, default=default_dest)
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated @fontsource families")
+    parser.add_argument("--hangul", default=HANGUL_FAMILY, help="families whose Hangul subsets are kept too")
     args = parser.parse_args(argv)
+    hangul = set(args.hangul.split(",")) if args.hangul else set()
     dest: Path = args.dest
     dest.mkdir(parents=True, exist_ok=True)
 
     rows: list[tuple[str, str, str, str]] = []
-    for family in FAMILIES:
+    for family in args.families.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             pkg = _pack(family, Path(tmp))
             if pkg is None:
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(woff2, out / woff2.name)
             shutil.copy2(pkg / "LICENSE", out / "LICENSE")
             files = [woff2.name]
-            if family == HANGUL_FAMILY:
+            if family in hangul:
                 for f in _hangul_subsets(pkg, HANGUL_FILES):
                     shutil.copy2(f, out / f.name)
                     files.append(f.name)
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     lines = [
-        "# Bundled handwriting fonts",
+        "# Bundled handwriting fonts" if dest == default_dest else "# Handwriting fonts",
         "",
         "Fetched by `scripts/fetch_fonts.py` from the npm registry's `@fontsource/<family>`",
         "packages (Google Fonts). Each folder holds the font file(s) and the package's LICENSE.",

@@ -1,0 +1,230 @@
+"""An independent look-alike test set, and checkpoints scored on it beside the learn bench's.
+
+The scenes are drawn by code that shares nothing with `dirtymnist.data` or `dirtymnist.glyphs`
+(Pillow draws the letters, OpenCV thickens, scales and rotates them, numpy adds the noise), from
+handwriting fonts the package does not ship, following DATA.md's description of the real images:
+10-14 distinct letters of mixed case, 17-55 px high, any angle, thick bright strokes (some
+semi-transparent), slight overlaps, 0-3 Hangul distractors, i.i.d. uniform noise. One font per
+image, so the score splits by font. It is a check on generalisation, not a copy of the real data:
+different code and fonts, the same description.
+
+    python scripts/fetch_fonts.py --dest FONTS --families gaegu,itim,... --hangul gaegu,...
+    python bench/lookalike.py make OUT --fonts FONTS [--n 600] [--seed 0]
+    python bench/lookalike.py score OUT CKPT [CKPT ...] [--tta none,rot90] [--pool-cache DIR]
+
+`make` writes OUT/images/NNNNN.png (8-bit grayscale, 256x256), OUT/labels.csv (index, font, a..z)
+and OUT/sheet.png (the first 16 scenes). `score` prints label accuracy (threshold 0.5) per
+checkpoint and TTA, per font, and, with --pool-cache, on the learn bench's 600 held-out-family
+scenes too (bench/learn.py's test set, from its cache), so the gap is measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SIZE = 256
+DRAW_PX = 96  # the font size glyphs are drawn at before scaling
+
+
+class Font:
+    """One font file: its covered characters (cmap) and glyph masks drawn on demand."""
+
+    def __init__(self, path: Path):
+        from fontTools.ttLib import TTFont
+
+        self.path = path
+        self.cmap = set(TTFont(str(path)).getBestCmap())
+        self._pil = ImageFont.truetype(str(path), DRAW_PX)
+
+    def has(self, ch: str) -> bool:
+        return ord(ch) in self.cmap
+
+    def mask(self, ch: str) -> np.ndarray | None:
+        """The glyph's ink in [0, 1], cropped to its bounding box (None if it draws nothing)."""
+        img = Image.new("L", (DRAW_PX * 3, DRAW_PX * 3), 0)
+        ImageDraw.Draw(img).text((DRAW_PX, DRAW_PX // 2), ch, fill=255, font=self._pil)
+        a = np.asarray(img, dtype=np.float32) / 255.0
+        ys, xs = np.nonzero(a > 0.1)
+        if len(ys) == 0:
+            return None
+        return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def load_fonts(folder: Path) -> tuple[dict[str, Font], list[Font]]:
+    """Latin fonts by family (folder name) and the Hangul subset files, from fetch_fonts.py's layout."""
+    latin, hangul = {}, []
+    for family in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for f in sorted(family.glob("*.woff2")) + sorted(family.glob("*.ttf")):
+            font = Font(f)
+            if "-latin-" in f.name or f.suffix == ".ttf":
+                if all(font.has(c) and font.has(c.upper()) for c in LETTERS):
+                    latin[family.name] = font
+                else:
+                    print(f"skip {f}: not every letter a-z, A-Z is in it", file=sys.stderr)
+            elif any(0xAC00 <= c <= 0xD7A3 for c in font.cmap):
+                hangul.append(font)
+    if not latin:
+        raise SystemExit(f"{folder}: no font with all 52 letters (fetch them with scripts/fetch_fonts.py)")
+    return latin, hangul
+
+
+def _shape(mask: np.ndarray, height: float, angle: float, thicken: int) -> np.ndarray:
+    """Scale the glyph to `height` px, thicken its strokes by `thicken` px, rotate by `angle`."""
+    scale = height / mask.shape[0]
+    w = max(2, round(mask.shape[1] * scale))
+    m = cv2.resize(mask, (w, max(2, round(height))), interpolation=cv2.INTER_AREA)
+    m = np.pad(m, thicken + 2 + round(0.5 * max(m.shape)))  # room for the strokes and the turn
+    if thicken:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * thicken + 1, 2 * thicken + 1))
+        m = cv2.dilate(m, kernel)
+    h, w = m.shape
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m = cv2.warpAffine(m, rot, (w, h), flags=cv2.INTER_LINEAR)
+    m = np.clip((m - 0.25) * 2.0, 0, 1)  # bright, blobby strokes: most ink pixels saturate
+    ys, xs = np.nonzero(m > 0.05)
+    return m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _place(ink: np.ndarray, taken: np.ndarray, m: np.ndarray, rng) -> bool:
+    """Put `m` where it overlaps the letters already placed by at most 10% of its own ink."""
+    h, w = m.shape
+    if h >= SIZE or w >= SIZE:
+        return False
+    area = max(1, (m > 0.5).sum())
+    for _ in range(60):
+        y, x = int(rng.integers(0, SIZE - h)), int(rng.integers(0, SIZE - w))
+        if (taken[y:y + h, x:x + w] & (m > 0.5)).sum() <= 0.1 * area:
+            ink[y:y + h, x:x + w] = np.maximum(ink[y:y + h, x:x + w], m)
+            taken[y:y + h, x:x + w] |= m > 0.5
+            return True
+    return False
+
+
+def render(rng, font: Font, hangul: list[Font]) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: (uint8 256x256 image, 26 0/1 labels of the letters actually placed)."""
+    ink = np.zeros((SIZE, SIZE), np.float32)
+    taken = np.zeros((SIZE, SIZE), bool)
+    labels = np.zeros(26, np.uint8)
+    for k in rng.permutation(26)[:int(rng.integers(10, 15))]:
+        ch = LETTERS[k].upper() if rng.random() < 0.5 else LETTERS[k]
+        height = float(rng.uniform(17, 55))
+        thicken = int(rng.integers(2, 5)) if height > 25 else int(rng.integers(1, 3))
+        opacity = 1.0 if rng.random() < 0.75 else float(rng.uniform(0.45, 0.85))
+        glyph = font.mask(ch)
+        if glyph is None:
+            continue
+        m = _shape(glyph, height, float(rng.uniform(0, 360)), thicken)
+        if opacity < 1:  # semi-transparent: the noise shows through in specks, as in the real images
+            m = m * (rng.random(m.shape) < opacity)
+        if _place(ink, taken, m, rng):
+            labels[k] = 1
+    for _ in range(int(rng.integers(0, 4)) if hangul else 0):
+        f = hangul[int(rng.integers(len(hangul)))]
+        syllables = sorted(c for c in f.cmap if 0xAC00 <= c <= 0xD7A3)
+        m = f.mask(chr(syllables[int(rng.integers(len(syllables)))]))
+        if m is not None:
+            m = _shape(m, float(rng.uniform(20, 55)), float(rng.uniform(0, 360)), int(rng.integers(1, 3)))
+            _place(ink, taken, m, rng)
+    noise = rng.integers(0, 256, (SIZE, SIZE)).astype(np.float32)
+    return np.round(noise * (1 - ink) + 255 * ink).astype(np.uint8), labels
+
+
+def make(out: Path, fonts: Path, n: int, seed: int) -> None:
+    latin, hangul = load_fonts(fonts)
+    families = sorted(latin)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows, images = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        family = families[i % len(families)]
+        image, labels = render(rng, latin[family], hangul)
+        Image.fromarray(image, "L").save(out / "images" / f"{i:05d}.png")
+        rows.append([i, family, *labels.tolist()])
+        images.append(image)
+    tmp = out / "labels.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([["index", "font", *LETTERS], *rows])
+    tmp.replace(out / "labels.csv")
+    sheet = np.vstack([np.hstack(images[r * 4:r * 4 + 4]) for r in range(min(4, n // 4))])
+    Image.fromarray(sheet, "L").save(out / "sheet.png")
+    print(f"{n} scenes from {len(families)} fonts ({', '.join(families)}), "
+          f"{len(hangul)} Hangul files, in {out}; letters per scene {np.mean([sum(r[2:]) for r in rows]):.1f}")
+
+
+def read_set(out: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    if rows[0] != ["index", "font", *LETTERS]:
+        raise SystemExit(f"{out / 'labels.csv'}: columns are not index,font,a..z")
+    body = rows[1:]
+    images = np.stack([np.asarray(Image.open(out / "images" / f"{int(r[0]):05d}.png")) for r in body])
+    return images, np.array([[int(v) for v in r[2:]] for r in body], np.uint8), [r[1] for r in body]
+
+
+def score(out: Path, checkpoints: list[str], ttas: list[str], pool_cache: str, threads: int) -> None:
+    import torch
+
+    from dirtymnist.infer.predict import predict_rows
+    from dirtymnist.metrics import label_accuracy
+    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.model.transforms import TTA_PRESETS
+
+    torch.set_num_threads(threads)
+    images, labels, fonts = read_set(out)
+    sets = {"look-alike": (images, labels)}
+    if pool_cache:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from learn import heldout_test  # bench/learn.py (this folder)
+
+        sets = {"held-out families": heldout_test(0, 600, pool_cache), **sets}
+    names = sorted(set(fonts))
+    print(f"| checkpoint | TTA | {' | '.join(sets)} | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * (len(sets) + len(names)))
+    for ckpt in checkpoints:
+        model, cfg, _ = load_model(Path(ckpt))
+        model.eval()
+        for tta in ttas:
+            accs, per_font = [], []
+            for name, (x, y) in sets.items():
+                rows = np.arange(len(x))
+                logits = predict_rows(model, cfg, x, rows, torch.device("cpu"), TTA_PRESETS[tta], 64)
+                pred = (logits > 0).astype(np.uint8)  # sigmoid > 0.5
+                accs.append(label_accuracy(pred, y))
+                if name == "look-alike":
+                    per_font = [label_accuracy(pred[[f == n for f in fonts]], y[[f == n for f in fonts]])
+                                for n in names]
+            print(f"| {ckpt} | {tta} | " + " | ".join(f"{a:.3f}" for a in accs + per_font) + " |", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make", help="render the set")
+    m.add_argument("out", type=Path)
+    m.add_argument("--fonts", type=Path, required=True, help="fetch_fonts.py's --dest folder")
+    m.add_argument("--n", type=int, default=600)
+    m.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score", help="label accuracy of checkpoints on it")
+    s.add_argument("out", type=Path)
+    s.add_argument("checkpoints", nargs="+")
+    s.add_argument("--tta", default="none,rot90")
+    s.add_argument("--pool-cache", default="", help="bench/learn.py's --pool-cache: score its held-out test too")
+    s.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.cmd == "make":
+        make(args.out, args.fonts, args.n, args.seed)
+    else:
+        score(args.out, args.checkpoints, args.tta.split(","), args.pool_cache, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
