@@ -1,0 +1,65 @@
+"""bench/lookalike.py: the independent look-alike set is drawn by its own code, deterministically,
+in the real images' format, with labels that are exactly the letters it placed."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import lookalike  # noqa: E402
+
+FONTS = Path(__file__).resolve().parents[1] / "src/dirtymnist/glyphs/fonts"
+
+
+def test_the_renderer_shares_no_code_with_the_generator():
+    tree = ast.parse((BENCH / "lookalike.py").read_text())
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m.startswith(("dirtymnist.data", "dirtymnist.glyphs")) for m in imported)
+
+
+def test_make_writes_a_deterministic_set_in_the_real_format(tmp_path):
+    for out in ("a", "b"):
+        lookalike.make(tmp_path / out, FONTS, 6, seed=3, only=["caveat", "neucha"])
+    images, labels, fonts = lookalike.read_set(tmp_path / "a")
+    assert images.shape == (6, 256, 256) and images.dtype == np.uint8
+    assert Image.open(tmp_path / "a" / "images" / "00000.png").mode == "L"
+    assert set(fonts) == {"caveat", "neucha"}
+    assert all(8 <= n <= 14 for n in labels.sum(1))  # 10-14 drawn, a rare one may not fit
+    again, labels_b, _ = lookalike.read_set(tmp_path / "b")
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_b)
+    # the background is the uniform noise; the letters are bright
+    assert 110 < images.mean() < 160 and (images == 255).mean() > 0.02
+
+
+def test_labels_are_the_letters_placed(monkeypatch):
+    latin, hangul = lookalike.load_fonts(FONTS, ["neucha"])
+    assert hangul, "the package's Hangul subsets serve as distractors"
+    _, labels = lookalike.render(np.random.default_rng(0), latin["neucha"], hangul)
+    assert 10 <= labels.sum() <= 14
+    monkeypatch.setattr(lookalike, "_place", lambda *a: False)  # nothing fits: nothing is labelled
+    image, labels = lookalike.render(np.random.default_rng(0), latin["neucha"], hangul)
+    assert labels.sum() == 0 and (image == 255).mean() < 0.01  # noise only (1/256 of it is 255)
+
+
+def test_a_set_with_wrong_columns_is_refused(tmp_path):
+    (tmp_path / "labels.csv").write_text("index,a,b\n0,1,0\n")
+    with pytest.raises(SystemExit, match="labels.csv: columns are not index,font,a..z"):
+        lookalike.read_set(tmp_path)
+
+
+def test_a_font_without_every_letter_is_skipped(tmp_path, capsys):
+    family = tmp_path / "broken"
+    family.mkdir()
+    src = next((FONTS / "nanum-pen-script").glob("*-1*-400-normal.woff2"))  # a Hangul-only subset
+    (family / "broken-latin-400-normal.woff2").write_bytes(src.read_bytes())
+    with pytest.raises(SystemExit, match="no font with all 52 letters"):
+        lookalike.load_fonts(tmp_path)
+    assert "not every letter" in capsys.readouterr().err
