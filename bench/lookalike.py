@@ -74,13 +74,20 @@ def load_fonts(folder: Path, only: list[str] | None = None) -> tuple[dict[str, F
                     print(f"skip {f}: not every letter a-z, A-Z is in it", file=sys.stderr)
             elif any(0xAC00 <= c <= 0xD7A3 for c in font.cmap):
                 hangul.append(font)
+    if only and set(only) - set(latin):
+        raise SystemExit(f"{folder}: no usable font folder {sorted(set(only) - set(latin))}")
     if not latin:
         raise SystemExit(f"{folder}: no font with all 52 letters (fetch them with scripts/fetch_fonts.py)")
     return latin, hangul
 
 
-def _shape(mask: np.ndarray, height: float, angle: float, thicken: int) -> np.ndarray:
-    """Scale the glyph to `height` px, thicken its strokes by `thicken` px, rotate by `angle`."""
+MIN_INK = 30  # px of solid ink a shape keeps, else it is left out (and unlabelled)
+MAX_OVERLAP = 0.1  # max share of any shape's solid ink covered by another's
+
+
+def _shape(mask: np.ndarray, height: float, angle: float, thicken: int) -> np.ndarray | None:
+    """Scale the glyph to `height` px, thicken its strokes by `thicken` px, rotate by `angle`
+    (None if fewer than MIN_INK solid pixels are left: too faint to label)."""
     scale = height / mask.shape[0]
     w = max(2, round(mask.shape[1] * scale))
     m = cv2.resize(mask, (w, max(2, round(height))), interpolation=cv2.INTER_AREA)
@@ -92,44 +99,69 @@ def _shape(mask: np.ndarray, height: float, angle: float, thicken: int) -> np.nd
     rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     m = cv2.warpAffine(m, rot, (w, h), flags=cv2.INTER_LINEAR)
     m = np.clip((m - 0.25) * 2.0, 0, 1)  # bright, blobby strokes: most ink pixels saturate
+    if (m > 0.5).sum() < MIN_INK:
+        return None
     ys, xs = np.nonzero(m > 0.05)
     return m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
-def _place(ink: np.ndarray, taken: np.ndarray, m: np.ndarray, rng) -> bool:
-    """Put `m` where it overlaps the letters already placed by at most 10% of its own ink."""
-    h, w = m.shape
-    if h >= SIZE or w >= SIZE:
-        return False
-    area = max(1, (m > 0.5).sum())
-    for _ in range(60):
-        y, x = int(rng.integers(0, SIZE - h)), int(rng.integers(0, SIZE - w))
-        if (taken[y:y + h, x:x + w] & (m > 0.5)).sum() <= 0.1 * area:
-            ink[y:y + h, x:x + w] = np.maximum(ink[y:y + h, x:x + w], m)
-            taken[y:y + h, x:x + w] |= m > 0.5
+class Canvas:
+    """The ink placed so far, which shape owns each solid pixel (0 = none), and how much of
+    each shape the others cover."""
+
+    def __init__(self):
+        self.ink = np.zeros((SIZE, SIZE), np.float32)
+        self.owner = np.zeros((SIZE, SIZE), np.int16)
+        self.areas, self.covered, self.spots = [0], [0], [None]  # per shape id (0 unused)
+
+    def place(self, m: np.ndarray, rng, ink: np.ndarray | None = None) -> bool:
+        """Put shape `m` (its ink `ink`, default `m`) at a random spot where, counting every
+        shape placed so far, no shape gets more than MAX_OVERLAP of its solid pixels covered."""
+        h, w = m.shape
+        if h >= SIZE or w >= SIZE:
+            return False
+        solid = m > 0.5
+        area = int(solid.sum())
+        for _ in range(60):
+            y, x = int(rng.integers(0, SIZE - h)), int(rng.integers(0, SIZE - w))
+            owner = self.owner[y:y + h, x:x + w]
+            hit = owner[solid & (owner > 0)]
+            if len(hit) > MAX_OVERLAP * area:
+                continue
+            ids, counts = np.unique(hit, return_counts=True)
+            if any(self.covered[i] + c > MAX_OVERLAP * self.areas[i] for i, c in zip(ids, counts)):
+                continue
+            for i, c in zip(ids, counts):
+                self.covered[i] += int(c)
+            self.ink[y:y + h, x:x + w] = np.maximum(self.ink[y:y + h, x:x + w], m if ink is None else ink)
+            owner[solid] = len(self.areas)
+            self.areas.append(area)
+            self.covered.append(len(hit))
+            self.spots.append((y, x, solid))
             return True
-    return False
+        return False
 
 
 def render(rng, font: Font, hangul: list[Font], thick: float = 1.0,
            transparent: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (uint8 256x256 image, 26 0/1 labels of the letters actually placed). `thick`
     scales how much the strokes are thickened; `transparent` is the share of speckled letters."""
-    ink = np.zeros((SIZE, SIZE), np.float32)
-    taken = np.zeros((SIZE, SIZE), bool)
+    canvas = Canvas()
     labels = np.zeros(26, np.uint8)
     for k in rng.permutation(26)[:int(rng.integers(10, 15))]:
         ch = LETTERS[k].upper() if rng.random() < 0.5 else LETTERS[k]
         height = float(rng.uniform(17, 55))
-        thicken = round(thick * (int(rng.integers(2, 5)) if height > 25 else int(rng.integers(1, 3))))
+        thicken = (int(rng.integers(2, 5)) if height > 25 else int(rng.integers(1, 3)))
+        thicken = max(1, round(thick * thicken)) if thick > 0 else 0
         opacity = 1.0 if rng.random() < 1 - transparent else float(rng.uniform(0.45, 0.85))
         glyph = font.mask(ch)
-        if glyph is None:
+        m = None if glyph is None else _shape(glyph, height, float(rng.uniform(0, 360)), thicken)
+        if m is None:
             continue
-        m = _shape(glyph, height, float(rng.uniform(0, 360)), thicken)
-        if opacity < 1:  # semi-transparent: the noise shows through in specks, as in the real images
-            m = m * (rng.random(m.shape) < opacity)
-        if _place(ink, taken, m, rng):
+        # semi-transparent: the noise shows through in specks, as in the real images; the
+        # overlap rule still counts the whole letter
+        ink = m * (rng.random(m.shape) < opacity) if opacity < 1 else None
+        if canvas.place(m, rng, ink):
             labels[k] = 1
     for _ in range(int(rng.integers(0, 4)) if hangul else 0):
         f = hangul[int(rng.integers(len(hangul)))]
@@ -137,9 +169,10 @@ def render(rng, font: Font, hangul: list[Font], thick: float = 1.0,
         m = f.mask(chr(syllables[int(rng.integers(len(syllables)))]))
         if m is not None:
             m = _shape(m, float(rng.uniform(20, 55)), float(rng.uniform(0, 360)), int(rng.integers(1, 3)))
-            _place(ink, taken, m, rng)
+        if m is not None:
+            canvas.place(m, rng)
     noise = rng.integers(0, 256, (SIZE, SIZE)).astype(np.float32)
-    return np.round(noise * (1 - ink) + 255 * ink).astype(np.uint8), labels
+    return np.round(noise * (1 - canvas.ink) + 255 * canvas.ink).astype(np.uint8), labels
 
 
 def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = None,
@@ -159,8 +192,9 @@ def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = Non
     with open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([["index", "font", *LETTERS], *rows])
     tmp.replace(out / "labels.csv")
-    sheet = np.vstack([np.hstack(images[r * 4:r * 4 + 4]) for r in range(min(4, n // 4))])
-    Image.fromarray(sheet, "L").save(out / "sheet.png")
+    if n >= 4:
+        sheet = np.vstack([np.hstack(images[r * 4:r * 4 + 4]) for r in range(min(4, n // 4))])
+        Image.fromarray(sheet, "L").save(out / "sheet.png")
     print(f"{n} scenes from {len(families)} fonts ({', '.join(families)}), "
           f"{len(hangul)} Hangul files, in {out}; letters per scene {np.mean([sum(r[2:]) for r in rows]):.1f}")
 

@@ -20,8 +20,11 @@ FONTS = Path(__file__).resolve().parents[1] / "src/dirtymnist/glyphs/fonts"
 
 def test_the_renderer_shares_no_code_with_the_generator():
     tree = ast.parse((BENCH / "lookalike.py").read_text())
-    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom):
+            imported |= {n.module or ""} | {f"{n.module}.{a.name}" for a in n.names}
+    assert "dirtymnist.infer.predict" in imported  # the scoring side uses the package, as a user would
     assert not any(m.startswith(("dirtymnist.data", "dirtymnist.glyphs")) for m in imported)
 
 
@@ -42,11 +45,47 @@ def test_make_writes_a_deterministic_set_in_the_real_format(tmp_path):
 def test_labels_are_the_letters_placed(monkeypatch):
     latin, hangul = lookalike.load_fonts(FONTS, ["neucha"])
     assert hangul, "the package's Hangul subsets serve as distractors"
-    _, labels = lookalike.render(np.random.default_rng(0), latin["neucha"], hangul)
-    assert 10 <= labels.sum() <= 14
-    monkeypatch.setattr(lookalike, "_place", lambda *a: False)  # nothing fits: nothing is labelled
-    image, labels = lookalike.render(np.random.default_rng(0), latin["neucha"], hangul)
+    font = latin["neucha"]
+    events = []  # [drawn from the letter font?, char, placed?] per glyph, in drawing order
+    mask, place = lookalike.Font.mask, lookalike.Canvas.place
+
+    def spy_mask(self, ch):
+        events.append([self is font, ch, None])
+        return mask(self, ch)
+
+    def spy_place(self, m, rng, ink=None):
+        ok = place(self, m, rng, ink)
+        events[-1][2] = ok  # the glyph drawn last is the one being placed
+        return ok
+
+    monkeypatch.setattr(lookalike.Font, "mask", spy_mask)
+    monkeypatch.setattr(lookalike.Canvas, "place", spy_place)
+    for seed in range(4):
+        events.clear()
+        _, labels = lookalike.render(np.random.default_rng(seed), font, hangul, transparent=0.5)
+        placed = {ch.lower() for letter, ch, ok in events if letter and ok}
+        assert 10 <= labels.sum() <= 14
+        assert {lookalike.LETTERS[k] for k in np.flatnonzero(labels)} == placed
+    monkeypatch.setattr(lookalike.Canvas, "place", lambda *a, **k: False)  # nothing fits: no label
+    image, labels = lookalike.render(np.random.default_rng(0), font, hangul)
     assert labels.sum() == 0 and (image == 255).mean() < 0.01  # noise only (1/256 of it is 255)
+
+
+def test_no_shape_is_covered_much_by_the_others():
+    canvas = lookalike.Canvas()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        canvas.place(np.ones((60, 60), np.float32), rng)
+        canvas.place(np.ones((8, 8), np.float32), rng)
+    assert len(canvas.areas) > 8
+    # from the recorded spots: the pixels of each shape that any other shape also covers
+    for i, (y, x, solid) in enumerate(canvas.spots[1:], 1):
+        others = np.zeros((256, 256), bool)
+        for j, (y2, x2, solid2) in enumerate(canvas.spots[1:], 1):
+            if j != i:
+                others[y2:y2 + solid2.shape[0], x2:x2 + solid2.shape[1]] |= solid2
+        shared = (others[y:y + solid.shape[0], x:x + solid.shape[1]] & solid).sum()
+        assert shared <= lookalike.MAX_OVERLAP * solid.sum()
 
 
 def test_a_set_with_wrong_columns_is_refused(tmp_path):
@@ -63,3 +102,5 @@ def test_a_font_without_every_letter_is_skipped(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no font with all 52 letters"):
         lookalike.load_fonts(tmp_path)
     assert "not every letter" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"no usable font folder \['kaveat'\]"):
+        lookalike.load_fonts(FONTS, ["caveat", "kaveat"])
