@@ -78,7 +78,7 @@ def _load(args):
     from dirtymnist.glyphs import split_families
 
     train_fams, held = split_families(0.2, seed=0)
-    knobs = {"families": list(train_fams)}
+    knobs = {"families": list(train_fams), **_knobs(args.knob)}
     t0 = time.perf_counter()
     pool = _fill("dense", knobs, args.seed, args.pool, args)
     t_pool = time.perf_counter() - t0
@@ -96,6 +96,25 @@ def _load(args):
            "test_scenes": args.n_test, "test_s": t_test, "train_families": len(train_fams),
            "heldout_families": list(held)}
     return split, knobs, gen
+
+
+def _knobs(items: list[str]) -> dict:
+    """--knob KEY=VALUE (YAML values) -> generator knobs of the training pools (not the test set)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--knob {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    from dirtymnist.data.crops import make_knobs
+
+    try:
+        make_knobs(out)  # an unknown knob or a bad value stops here, before any rendering
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--knob: {e}") from None
+    return out
 
 
 def _train_seed(args) -> int:
@@ -295,6 +314,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes for generation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pool-cache", default="", help="folder keeping rendered pools between runs (npz)")
+    p.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator knob of the training pools (repeatable), e.g. --knob speckle=0.5")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every arm (repeatable), e.g. --set denoise=ink --set in_chans=2")
     p.add_argument("--preset", default="default",

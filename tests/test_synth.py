@@ -127,6 +127,26 @@ def test_transparent_knob_dims_letters():
     assert see_through < 0.5 * opaque
 
 
+def test_speckle_knob_draws_see_through_letters_as_specks():
+    dim = SceneKnobs(transparent=1.0, noise=0.0)
+    specks = SceneKnobs(transparent=1.0, noise=0.0, speckle=1.0, speckle_keep=(0.5, 0.5))
+    solid = SceneKnobs(transparent=0.0, noise=0.0, solid=(1.0, 1.0))
+    a, b, c = (render_scene(4, 0, k).image for k in (dim, specks, solid))
+    assert (a == 255).sum() == 0  # faint everywhere: opacity <= 0.65
+    assert (b == 255).sum() > 0.3 * (c == 255).sum()  # full strength where kept ...
+    assert (b == 255).sum() < 0.7 * (c == 255).sum()  # ... on about half of the ink
+
+
+def test_scenes_without_speckle_are_unchanged():
+    # sha256 of these scenes before the speckle knob existed: pools, caches and seeded figures hold
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(3):
+        h.update(render_scene(7, i, SceneKnobs(transparent=0.5)).image.tobytes())
+    assert h.hexdigest()[:16] == "51350bd544d7bdf0"
+
+
 def test_families_knob_limits_the_fonts():
     train, held = split_families(0.3, seed=0)
     scene = render_scene(0, 0, SceneKnobs(families=held))
@@ -140,6 +160,10 @@ def test_bad_knobs_raise():
         SceneKnobs(letters=(5, 30))
     with pytest.raises(ConfigError):
         SceneKnobs(noise=1.5)
+    with pytest.raises(ConfigError):
+        SceneKnobs(speckle=2.0)
+    with pytest.raises(ConfigError):
+        SceneKnobs(speckle_keep=(0.9, 0.4))
 
 
 def test_cli_synth_and_show(tmp_path, capsys):

@@ -44,6 +44,8 @@ class SceneKnobs:
     noise: float = 1.0  # 1 = uniform 0..255 background, 0 = black
     transparent: float = 0.25  # share of semi-transparent letters (and distractors)
     opacity: tuple[float, float] = (0.35, 0.65)  # ink strength of semi-transparent ones
+    speckle: float = 0.0  # share of the semi-transparent ones drawn as specks instead (0 = none)
+    speckle_keep: tuple[float, float] = (0.4, 0.9)  # share of a speckled glyph's ink pixels kept
     solid: tuple[float, float] = (0.78, 1.0)  # ink strength of the others (<1: a few specks)
     distractors: tuple[int, int] = (0, 2)  # Hangul syllables per image, never labelled
     families: tuple[str, ...] | None = None  # glyph families to draw from; None = all
@@ -65,10 +67,11 @@ class SceneKnobs:
         pair("height", 4, self.canvas)
         pair("rotation", -360, 720)
         pair("opacity", 0, 1)
+        pair("speckle_keep", 0, 1)
         pair("solid", 0, 1)
         pair("distractors", 0, 100)
         pair("thickness", 0, 1)
-        for name in ("noise", "transparent", "upper", "max_overlap"):
+        for name in ("noise", "transparent", "speckle", "upper", "max_overlap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"knob {name}={getattr(self, name)}: need 0 <= value <= 1")
         if self.jitter < 0 or self.tries < 1:
@@ -107,25 +110,32 @@ def render_scene(
     owner = np.zeros((size, size), np.int16)  # 1 + id of the glyph inking each pixel, 0 = none
     ink_counts: list[int] = []  # solid-ink pixel count per glyph id
 
-    def place(mask: np.ndarray, angle: float, opacity: float) -> tuple[float, float] | None:
+    def place(mask: np.ndarray, angle: float, ink: tuple[float, float]) -> tuple[float, float] | None:
         glyph = _transform(mask, angle, knobs.jitter, rng)
         pos = _find_spot(glyph, owner, ink_counts, knobs, rng)
         if pos is None:
             return None
         y0, x0 = pos
         h, w = glyph.shape
-        solid = glyph > 0.5
-        np.maximum(
-            alpha[y0 : y0 + h, x0 : x0 + w], glyph * opacity, out=alpha[y0 : y0 + h, x0 : x0 + w]
-        )
+        solid = glyph > 0.5  # the whole glyph counts for overlaps, specks or not
+        strength, keep = ink
+        drawn = glyph * strength
+        if keep < 1.0:
+            drawn *= rng.random(glyph.shape) < keep
+        np.maximum(alpha[y0 : y0 + h, x0 : x0 + w], drawn, out=alpha[y0 : y0 + h, x0 : x0 + w])
         owner[y0 : y0 + h, x0 : x0 + w][solid] = len(ink_counts) + 1
         ink_counts.append(int(solid.sum()))
         return x0 + w / 2, y0 + h / 2
 
-    def opacity() -> float:
+    def opacity() -> tuple[float, float]:
+        """(ink strength, share of ink pixels kept): a semi-transparent glyph is either faint
+        everywhere or, with `speckle`, full strength on a random share of its pixels (the noise
+        shows through the rest). No extra draws when speckle is 0, so older scenes stay the same."""
         if rng.random() < knobs.transparent:
-            return rng.uniform(*knobs.opacity)
-        return rng.uniform(*knobs.solid)
+            if knobs.speckle and rng.random() < knobs.speckle:
+                return 1.0, float(rng.uniform(*knobs.speckle_keep))
+            return rng.uniform(*knobs.opacity), 1.0
+        return rng.uniform(*knobs.solid), 1.0
 
     def stroke(height: float) -> float:
         return max(1.5, rng.uniform(*knobs.thickness) * height)
