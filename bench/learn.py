@@ -100,19 +100,14 @@ def _load(args):
 
 def _knobs(items: list[str]) -> dict:
     """--knob KEY=VALUE (YAML values) -> generator knobs of the training pools (not the test set)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--knob {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+    from dirtymnist.config import parse_override
     from dirtymnist.data.crops import make_knobs
+    from dirtymnist.errors import ConfigError
 
     try:
+        out = dict(parse_override(item) for item in items)
         make_knobs(out)  # an unknown knob or a bad value stops here, before any rendering
-    except (TypeError, ValueError) as e:
+    except (ConfigError, TypeError, ValueError) as e:
         raise SystemExit(f"--knob: {e}") from None
     return out
 
