@@ -10,8 +10,9 @@ the training engine (`train_fold`), evaluating on the test set once per ~minute 
   curriculum        dense position targets: easy scenes (few, large, opaque letters), then full
   glyphs+curriculum a single-glyph softmax stage first, then the same dense stages
   curriculum+hard   the curriculum whose last third of full epochs draws hard scenes (HARD)
-  preset            the dense stages of --preset as it ships (its net, `pretrained`, steps, lr),
-                    drawing the training families from the bench's pools; its data stage dropped
+  preset            the dense stages of --preset as it ships (its net, `pretrained`, steps, lr,
+                    its main stage's generator knobs), drawing the training families from the
+                    bench's pools; its data stage dropped
 Writes curves.csv, curves.png and table.md under --out.
 """
 
@@ -78,7 +79,7 @@ def _load(args):
     from dirtymnist.glyphs import split_families
 
     train_fams, held = split_families(0.2, seed=0)
-    knobs = {"families": list(train_fams), **_knobs(args.knob)}
+    knobs = {"families": list(train_fams), **_preset_knobs(args), **_knobs(args.knob)}
     t0 = time.perf_counter()
     pool = _fill("dense", knobs, args.seed, args.pool, args)
     t_pool = time.perf_counter() - t0
@@ -96,6 +97,25 @@ def _load(args):
            "test_scenes": args.n_test, "test_s": t_test, "train_families": len(train_fams),
            "heldout_families": list(held)}
     return split, knobs, gen
+
+
+def _is_easy(stage: dict) -> bool:
+    """A preset's easy-scenes stage (few, large, opaque letters): it sets every EASY knob."""
+    return set(EASY) <= set(stage.get("knobs") or {})
+
+
+def _preset_knobs(args) -> dict:
+    """The generator knobs of --preset's main dense stages (its non-easy ones; `default` widens
+    its scenes), for the main pool when the preset arm runs; {} otherwise."""
+    if "preset" not in args.arms.split(","):
+        return {}
+    from dirtymnist.config import load_config
+
+    out = {}
+    for stage in load_config(args.preset, list(args.set)).stages:
+        if stage["source"] == "dense" and not _is_easy(stage):
+            out.update({k: v for k, v in (stage.get("knobs") or {}).items() if k != "families"})
+    return out
 
 
 def _knobs(items: list[str]) -> dict:
@@ -169,9 +189,9 @@ def _arm_config(arm: str, args, knobs: dict, steps_per_min: int):
 
 
 def _preset_config(args, knobs: dict):
-    """--preset's own dense stages on the bench's scenes: its `easy`-like stages (knobs beyond
-    the families) from the easy pool, the others from the main pool; `data` stages dropped (the
-    bench's pool has positions, so the dense stages are what a preset learns from here)."""
+    """--preset's own dense stages on the bench's scenes: its easy stages from the easy pool, the
+    others from the main pool (drawn with their knobs, `_preset_knobs`); `data` stages dropped
+    (the bench's pool has positions, so the dense stages are what a preset learns from here)."""
     from dirtymnist.config import config_from_dict, load_config
 
     cfg = load_config(args.preset, [f"seed={_train_seed(args)}", "ema=0", "time_limit=0", *args.set])
@@ -179,7 +199,7 @@ def _preset_config(args, knobs: dict):
     for stage in cfg.to_dict()["stages"]:
         if stage.get("source") != "dense":
             continue
-        easy = bool(set(stage.get("knobs") or {}) - {"families"})
+        easy = _is_easy(stage)
         stage = {**stage, "pool": args.easy_pool if easy else args.pool,
                  "knobs": {**EASY, **knobs} if easy else dict(knobs)}
         stages.append(stage)
