@@ -8,7 +8,8 @@ semi-transparent), slight overlaps, 0-3 Hangul distractors, i.i.d. uniform noise
 image, so the score splits by font. It is a check on generalisation, not a copy of the real data:
 different code and fonts, the same description.
 
-    python scripts/fetch_fonts.py --dest FONTS --families gaegu,itim,... --hangul gaegu,...
+    python scripts/fetch_fonts.py --dest FONTS --families "$(python bench/lookalike.py fonts)" \
+        --hangul gaegu,poor-story,nanum-brush-script
     python bench/lookalike.py make OUT --fonts FONTS [--n 600] [--seed 0] [--families a,b]
     python bench/lookalike.py score OUT CKPT [CKPT ...] [--tta none,rot90] [--pool-cache DIR]
 
@@ -30,6 +31,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# The fonts of the measured look-alike set (BENCHMARKS.md, rounds 6-8): none may ever be bundled
+# (tests/test_lookalike.py checks), or the set would stop measuring hands we never trained on.
+LOOKALIKE_FONTS = (
+    "gaegu", "poor-story", "nanum-brush-script", "caveat-brush", "cedarville-cursive",
+    "comic-neue", "dancing-script", "itim", "marck-script", "playpen-sans", "shantell-sans",
+    "sriracha", "amatic-sc",
+)  # fmt: skip
 SIZE = 256
 DRAW_PX = 96  # the font size glyphs are drawn at before scaling
 
@@ -262,8 +270,11 @@ def main(argv=None) -> int:
     s.add_argument("--tta", default="none,rot90")
     s.add_argument("--pool-cache", default="", help="bench/learn.py's --pool-cache: score its held-out test too")
     s.add_argument("--threads", type=int, default=2)
+    sub.add_parser("fonts", help="print the measured set's font families, comma-separated")
     args = p.parse_args(argv)
-    if args.cmd == "make":
+    if args.cmd == "fonts":
+        print(",".join(LOOKALIKE_FONTS))
+    elif args.cmd == "make":
         make(args.out, args.fonts, args.n, args.seed, args.families.split(",") if args.families else None,
              args.thick, args.transparent)
     else:

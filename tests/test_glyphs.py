@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dirtymnist.errors import DataError
-from dirtymnist.glyphs import GlyphBank, family_names, load_bank, split_families
+from dirtymnist.glyphs import FIRST_FAMILIES, GlyphBank, family_names, load_bank, split_families
 from dirtymnist.glyphs.emnist import IMAGES_FILE, LABELS_FILE, EmnistSource, load_emnist
 from dirtymnist.glyphs.fonts import FontFamily
 from dirtymnist.glyphs.hershey import HERSHEY_FACES
@@ -89,13 +89,31 @@ def test_split_families_is_disjoint_and_deterministic():
     train, held = split_families(0.2, seed=3)
     assert set(train).isdisjoint(held)
     assert set(train) | set(held) == set(names)
-    assert len(held) == round(0.2 * len(names))
+    assert len(held) == round(0.2 * len(set(names) & set(FIRST_FAMILIES)))
     assert (train, held) == split_families(0.2, seed=3)
     assert held != split_families(0.2, seed=4)[1]
     assert split_families(0.0)[1] == ()
     assert split_families(0.01, families=["a", "b", "c"])[1] != ()  # at least one held out
     with pytest.raises(DataError):
         split_families(1.0)
+
+
+def test_split_families_keeps_the_benchmark_split_when_fonts_are_added(monkeypatch):
+    # The learn bench's held-out families (and the ready weights' promise never to have trained
+    # on them) must not move when the glyph bank grows: added families go to training.
+    import dirtymnist.glyphs as glyphs
+
+    before = split_families(0.2, seed=0)
+    assert before[1] == (
+        "caveat", "coming-soon", "covered-by-your-grace", "neucha", "rock-salt",
+        "sue-ellen-francisco", "waiting-for-the-sunrise",
+    )  # fmt: skip
+    grown = (*family_names(), "zz-new-hand", "aa-new-script")
+    monkeypatch.setattr(glyphs, "family_names", lambda emnist=None: tuple(sorted(grown)))
+    train, held = split_families(0.2, seed=0)
+    assert held == before[1]
+    assert {"zz-new-hand", "aa-new-script"} <= set(train)
+    assert set(train) | set(held) == set(grown)
 
 
 def _write_idx(path, array: np.ndarray) -> None:

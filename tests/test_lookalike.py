@@ -104,3 +104,15 @@ def test_a_font_without_every_letter_is_skipped(tmp_path, capsys):
     assert "not every letter" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"no usable font folder \['kaveat'\]"):
         lookalike.load_fonts(FONTS, ["caveat", "kaveat"])
+
+
+def test_no_lookalike_font_is_bundled_or_fetched(capsys):
+    # The set measures hands the package never trained on: none of its fonts may be bundled.
+    sys.path.insert(0, str(BENCH.parent / "scripts"))
+    import fetch_fonts
+
+    bundled = {p.name for p in FONTS.iterdir() if p.is_dir()}
+    assert len(lookalike.LOOKALIKE_FONTS) == 13
+    assert not set(lookalike.LOOKALIKE_FONTS) & (bundled | set(fetch_fonts.FAMILIES))
+    assert lookalike.main(["fonts"]) == 0
+    assert capsys.readouterr().out.strip().split(",") == list(lookalike.LOOKALIKE_FONTS)
