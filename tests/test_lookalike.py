@@ -106,9 +106,9 @@ def test_a_font_without_every_letter_is_skipped(tmp_path, capsys):
         lookalike.load_fonts(FONTS, ["caveat", "kaveat"])
 
 
-def test_no_lookalike_font_is_bundled_or_fetched(capsys):
+def test_no_lookalike_font_is_bundled_or_fetched(capsys, monkeypatch):
     # The set measures hands the package never trained on: none of its fonts may be bundled.
-    sys.path.insert(0, str(BENCH.parent / "scripts"))
+    monkeypatch.syspath_prepend(str(BENCH.parent / "scripts"))
     import fetch_fonts
 
     bundled = {p.name for p in FONTS.iterdir() if p.is_dir()}
