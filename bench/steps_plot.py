@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--clock", default="one quiet core",
                    help="what MS was timed on, for the time axis (e.g. '2 cores' for 2-thread step costs)")
+    p.add_argument("--ylim", default="", help="LO,HI of the accuracy axis (default: down to all-zeros' 0.538)")
     args = p.parse_args(argv)
     curves = [read_curve(c, args.batch) for c in args.curves]
 
@@ -72,7 +73,9 @@ def main(argv=None) -> int:
         ax.axhline(0.538, color="grey", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("bench/learn.py curves: held-out glyph families, fp32, one thread")
+    if args.ylim:
+        a.set_ylim(*(float(v) for v in args.ylim.split(",")))
+    fig.suptitle("bench/learn.py curves: held-out glyph families, fp32")
     fig.tight_layout()
     out = Path(args.out)
     fig.savefig(out, dpi=110)
