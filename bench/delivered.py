@@ -43,11 +43,11 @@ def validation_scenes(seed: int, n: int, pool_cache: str) -> tuple[np.ndarray, n
 def probabilities(model, cfg, images: np.ndarray, tta: str) -> np.ndarray:
     import torch
 
+    from dirtymnist.arrays import sigmoid
     from dirtymnist.infer.predict import predict_rows
     from dirtymnist.model.transforms import TTA_PRESETS
 
-    logits = predict_rows(model, cfg, images, np.arange(len(images)), torch.device("cpu"), TTA_PRESETS[tta], 64)
-    return 1.0 / (1.0 + np.exp(-logits))
+    return sigmoid(predict_rows(model, cfg, images, np.arange(len(images)), torch.device("cpu"), TTA_PRESETS[tta], 64))
 
 
 def main(argv=None) -> int:
