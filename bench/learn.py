@@ -86,6 +86,11 @@ def _load(args):
     t0 = time.perf_counter()
     easy = _fill("dense", {**EASY, **knobs}, args.seed, args.easy_pool, args)
     t_easy = time.perf_counter() - t0
+    for hard_knobs, share in _preset_hard(args):  # scenes the preset mixes into its batches
+        n = math.ceil(args.pool * share)
+        t0 = time.perf_counter()
+        _fill("dense", {**knobs, **hard_knobs}, args.seed, n, args)
+        print(f"hard pool: {n} scenes ({hard_knobs}) in {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
     test = _fill("synth", {"families": list(held)}, args.seed + 1000, args.n_test, args)
     t_test = time.perf_counter() - t0
@@ -116,6 +121,16 @@ def _preset_knobs(args) -> dict:
         if stage["source"] == "dense" and not _is_easy(stage):
             out.update({k: v for k, v in (stage.get("knobs") or {}).items() if k != "families"})
     return out
+
+
+def _preset_hard(args) -> list[tuple[dict, float]]:
+    """(hard_knobs, hard_share) of --preset's main dense stages that mix hard scenes in."""
+    if "preset" not in args.arms.split(","):
+        return []
+    from dirtymnist.config import load_config
+
+    return [(stage["hard_knobs"], stage["hard_share"]) for stage in load_config(args.preset, list(args.set)).stages
+            if stage["source"] == "dense" and stage.get("hard_share") and not _is_easy(stage)]
 
 
 def _knobs(items: list[str]) -> dict:

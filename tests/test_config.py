@@ -73,7 +73,7 @@ def test_every_preset_resolves_as_it_did_before_inheritance():
     for name, old in before.items():
         old = {k: v for k, v in old.items() if k not in REMOVED_KEYS}
         want = {**old, **ADDED_KEYS, **CHANGED.get(name, {})}
-        if "stages" in CHANGED.get(name, {}):
+        if want.get("stages"):  # stage keys added since the snapshot take their defaults
             want["stages"] = load_config("cpu", [f"stages={json.dumps(want['stages'])}"]).stages
         assert load_config(name).to_dict() == want, name
 

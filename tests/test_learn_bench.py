@@ -42,3 +42,20 @@ def test_stage_override_and_knob_flag_replace_the_preset_knobs():
     assert {**learn._preset_knobs(flagged), **learn._knobs(flagged.knob)}["speckle"] == 0.25
     other_arm = types.SimpleNamespace(**{**vars(flagged), "arms": "curriculum"})
     assert learn._preset_knobs(other_arm) == {}
+
+
+def test_preset_hard_scenes_come_from_the_pool_the_bench_fills():
+    from dirtymnist.train import sources
+
+    stage = ("stages=[{name: scenes, source: dense, steps: 2, pool: 8, hard_share: 0.25, "
+             "hard_knobs: {letters: [1, 1], height: [17, 30]}}]")
+    args = types.SimpleNamespace(**{**vars(_args("default", stage)), "pool_cache": "", "workers": 1})
+    ((hard_knobs, share),) = learn._preset_hard(args)
+    assert share == 0.25 and hard_knobs == {"letters": [1, 1], "height": [17, 30]}
+    learn._fill("dense", {**FAMILIES, **hard_knobs}, args.seed, 10, args)  # as _load fills it
+    (cfg_stage,) = learn._preset_config(args, FAMILIES).stages
+    batches = sources.SynthBatches("dense", cfg_stage["knobs"], 4, 2, seed=0, epoch=0, pool=cfg_stage["pool"],
+                                   hard_knobs=cfg_stage["hard_knobs"], hard_share=cfg_stage["hard_share"])
+    assert batches.hard.pool == 10  # ceil(40 x 0.25): the bench's pool, not the stage's 8
+    assert sources._pool_key("dense", 0, batches.hard.knobs_dict, 9) in sources._POOL
+    assert learn._preset_hard(_args("default")) == []  # the shipped preset mixes nothing in

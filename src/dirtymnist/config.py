@@ -73,6 +73,8 @@ class StageConfig:
     knobs: dict = field(default_factory=dict)  # SceneKnobs overrides for source=synth/dense/glyphs
     pool: int = 0  # source=synth/dense/glyphs: reuse a fixed set of this many samples (0 = all fresh)
     dense_weight: float = 1.0  # source=dense: weight of the position-map loss beside image-level BCE
+    hard_share: float = 0.0  # source=synth/dense: share of each batch drawn with `hard_knobs` too
+    hard_knobs: dict = field(default_factory=dict)  # SceneKnobs overrides on top of `knobs` for those
 
 
 @dataclass
@@ -374,7 +376,22 @@ def stage_from_dict(values: Any, source: str) -> StageConfig:
     if stage.source != "data" and stage.steps < 1:
         raise ConfigError(f"{source}: a {stage.source} stage needs steps >= 1")
     _check_knobs(stage, source)
+    _check_hard(stage, source)
     return stage
+
+
+def _check_hard(stage: StageConfig, source: str) -> None:
+    """`hard_share` / `hard_knobs`: both or neither, on a scene stage."""
+    if not stage.hard_share and not stage.hard_knobs:
+        return
+    if stage.source not in ("synth", "dense"):
+        raise ConfigError(f"{source}: hard_share / hard_knobs need a synth or dense stage, not {stage.source}")
+    if not 0 < stage.hard_share < 1:
+        raise ConfigError(f"{source}: hard_share must be in (0, 1) with hard_knobs, got {stage.hard_share}")
+    if not stage.hard_knobs:
+        raise ConfigError(f"{source}: hard_share {stage.hard_share} needs hard_knobs (what its scenes change)")
+    merged = dataclasses.replace(stage, knobs={**(stage.knobs or {}), **stage.hard_knobs})
+    _check_knobs(merged, f"{source}: hard_knobs")
 
 
 def _check_knobs(stage: StageConfig, source: str) -> None:

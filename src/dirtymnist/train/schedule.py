@@ -38,6 +38,8 @@ class EpochPlan:
     knobs: dict
     pool: int = 0
     dense_weight: float = 1.0
+    hard_share: float = 0.0  # share of each batch drawn with knobs + hard_knobs (sources.SynthBatches)
+    hard_knobs: dict | None = None
 
 
 def build_plan(cfg, data_batches: int) -> list[EpochPlan]:
@@ -49,7 +51,8 @@ def build_plan(cfg, data_batches: int) -> list[EpochPlan]:
         steps = data_batches if s["source"] == "data" else s["steps"]
         for e in range(epochs):
             plan.append(EpochPlan(i, e, epochs, s["source"], steps, s["lr"] or cfg.lr, s["knobs"],
-                                  s.get("pool", 0), s.get("dense_weight", 1.0)))
+                                  s.get("pool", 0), s.get("dense_weight", 1.0),
+                                  s.get("hard_share", 0.0), s.get("hard_knobs") or None))
     return plan
 
 

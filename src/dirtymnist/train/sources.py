@@ -8,6 +8,7 @@ epoch's source with what a step does with it (input size, augmentation, loss, mi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,15 +58,24 @@ class SynthBatches(Dataset):
     (seed, index) with a unique index, so workers and ranks can generate in any order with
     identical results. With `pool` > 0 the indices wrap around a fixed set of `pool` samples,
     kept in memory after their first rendering (generation paid once; epochs repeat them).
+    With `hard_share` > 0, that share of each batch (its last members, at least one) comes from
+    scenes drawn with `knobs` + `hard_knobs`, indexed on their own and pooled in
+    ceil(pool x hard_share) samples: harder scenes mixed into every batch (issue 14, lever 4).
     Yields (images, targets) or, for "dense", (images, targets, maps).
     """
 
     def __init__(self, kind: str, knobs: dict, batch_size: int, steps: int, *, seed: int,
-                 epoch: int, rank: int = 0, world: int = 1, pool: int = 0, letters=None):
+                 epoch: int, rank: int = 0, world: int = 1, pool: int = 0, letters=None,
+                 hard_knobs: dict | None = None, hard_share: float = 0.0):
         self.kind, self.knobs_dict = kind, dict(knobs)
         self.batch_size, self.steps, self.seed, self.epoch = batch_size, steps, seed, epoch
         self.rank, self.world, self.pool = rank, world, pool
         self._knobs = None
+        self.hard = None
+        n_hard = min(batch_size - 1, max(1, round(batch_size * hard_share))) if hard_share > 0 else 0
+        if n_hard > 0:
+            self.hard = SynthBatches(kind, {**knobs, **(hard_knobs or {})}, n_hard, steps, seed=seed,
+                                     epoch=epoch, pool=math.ceil(pool * hard_share))
 
     def __len__(self) -> int:
         return self.steps
@@ -85,19 +95,22 @@ class SynthBatches(Dataset):
         scene = render_scene(seed, index, self._knobs)
         return scene.image, scene.labels
 
+    def _sample(self, index: int):
+        if self.pool <= 0:
+            return self._render(index)
+        index %= self.pool
+        key = _pool_key(self.kind, self.seed, self.knobs_dict, index)
+        if key not in _POOL:
+            _POOL[key] = self._render(index)
+        return _POOL[key]
+
     def __getitem__(self, i: int):
-        base = (self.epoch * self.steps + i) * self.batch_size
-        members = range(base, base + self.batch_size)[self.rank::self.world]
-        samples = []
-        for index in members:
-            if self.pool > 0:
-                index %= self.pool
-                key = _pool_key(self.kind, self.seed, self.knobs_dict, index)
-                if key not in _POOL:
-                    _POOL[key] = self._render(index)
-                samples.append(_POOL[key])
-            else:
-                samples.append(self._render(index))
+        step = self.epoch * self.steps + i
+        n_hard = self.hard.batch_size if self.hard is not None else 0
+        n_main = self.batch_size - n_hard
+        members = [(self, step * n_main + j) for j in range(n_main)]
+        members += [(self.hard, step * n_hard + j) for j in range(n_hard)]
+        samples = [src._sample(index) for src, index in members[self.rank::self.world]]
         out = [torch.from_numpy(np.stack(part)) for part in zip(*samples)]
         out[1] = out[1].float()
         return tuple(out)

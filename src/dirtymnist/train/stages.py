@@ -54,7 +54,8 @@ def data_stage(spec: EpochPlan, epoch: int, cfg, data: TrainData, loss_fn) -> St
 
 def scene_stage(spec: EpochPlan, epoch: int, cfg, data: TrainData, loss_fn) -> Stage:
     batches = SynthBatches(spec.source, spec.knobs, cfg.batch_size, spec.steps, seed=cfg.seed,
-                           epoch=epoch, rank=dist.rank(), world=dist.world_size(), pool=spec.pool)
+                           epoch=epoch, rank=dist.rank(), world=dist.world_size(), pool=spec.pool,
+                           hard_knobs=spec.hard_knobs, hard_share=spec.hard_share)
     # scenes are drawn at any angle already; dense targets would need the same warp
     augment = "rot90" if cfg.augment != "none" and spec.source != "dense" else "none"
     if epoch < cfg.dense_softmax_epochs:  # a softmax start (issue 14): then dense_target as set
