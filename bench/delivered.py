@@ -60,13 +60,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", default="ema", help="as bench/lookalike.py score's: ema and/or raw")
     args = p.parse_args(argv)
     import torch
     from learn import heldout_test
+    from lookalike import models
 
     from dirtymnist.infer.thresholds import fit
     from dirtymnist.metrics import label_accuracy
-    from dirtymnist.model.checkpoint import load_model
 
     torch.set_num_threads(args.threads)
     val = validation_scenes(args.seed, args.n_val, args.pool_cache)
@@ -81,9 +82,7 @@ def main(argv=None) -> int:
           "thresholds fitted there, applied to the test sets\n")
     print("| checkpoint | TTA | set | threshold 0.5 | fitted, no-TTA validation (pipeline) | fitted, same-TTA validation |")
     print("|---|---|---|---|---|---|")
-    for ckpt in args.checkpoints:
-        model, cfg, _ = load_model(Path(ckpt))
-        model.eval()
+    for ckpt, model, cfg in models(args.checkpoints, args.weights.split(",")):
         val_probs = {"none": probabilities(model, cfg, val[0], "none")}
         pipeline = fit(val_probs["none"], val[1]).thresholds
         for tta in ttas:

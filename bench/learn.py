@@ -278,21 +278,23 @@ def run(args) -> None:
 
 
 def _final_tta(checkpoint: Path, split, rows) -> dict:
-    """Label accuracy (threshold 0.5) of the arm's last model on the test rows, per TTA preset."""
+    """Label accuracy (threshold 0.5) of the arm's last model on the test rows, per TTA preset;
+    with `ema` on, of its EMA weights (what predict uses) and of its trained weights."""
     import torch
 
     from dirtymnist.infer.predict import predict_rows
     from dirtymnist.metrics import label_accuracy
-    from dirtymnist.model.checkpoint import load_model
+    from dirtymnist.model.checkpoint import load_checkpoint, load_model
     from dirtymnist.model.transforms import TTA_PRESETS
 
-    model, cfg, _ = load_model(checkpoint)
-    model.eval()
     out = {}
-    for tta in ("none", "rot90"):
-        logits = predict_rows(model, cfg, split.images, rows, torch.device("cpu"), TTA_PRESETS[tta], 64)
-        pred = (1 / (1 + np.exp(-logits)) > 0.5).astype(np.uint8)
-        out[tta] = label_accuracy(pred, split.labels[rows])
+    has_ema = load_checkpoint(checkpoint).get("ema") is not None
+    for weights in ("ema", "raw") if has_ema else ("raw",):
+        model, cfg, _ = load_model(checkpoint, use_ema=weights == "ema")
+        for tta in ("none", "rot90"):
+            logits = predict_rows(model, cfg, split.images, rows, torch.device("cpu"), TTA_PRESETS[tta], 64)
+            pred = (logits > 0).astype(np.uint8)  # sigmoid > 0.5
+            out[f"{tta} (raw weights)" if has_ema and weights == "raw" else tta] = label_accuracy(pred, split.labels[rows])
     return out
 
 

@@ -217,12 +217,25 @@ def read_set(out: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, np.array([[int(v) for v in r[2:]] for r in body], np.uint8), [r[1] for r in body]
 
 
-def score(out: Path, checkpoints: list[str], ttas: list[str], pool_cache: str, threads: int) -> None:
+def models(checkpoints: list[str], weights: list[str]):
+    """(label, model, cfg) per checkpoint and weights: `ema` = what the pipeline predicts with (the
+    EMA weights where a checkpoint keeps them, else the trained ones), `raw` = the trained weights."""
+    from dirtymnist.model.checkpoint import load_model
+
+    for ckpt in checkpoints:
+        for w in weights:
+            if w not in ("ema", "raw"):
+                raise SystemExit(f"--weights: {w!r} is not ema or raw")
+            model, cfg, _ = load_model(Path(ckpt), use_ema=w == "ema")
+            yield (f"{ckpt} (raw)" if w == "raw" else ckpt), model.eval(), cfg
+
+
+def score(out: Path, checkpoints: list[str], ttas: list[str], pool_cache: str, threads: int,
+          weights: tuple[str, ...] = ("ema",)) -> None:
     import torch
 
     from dirtymnist.infer.predict import predict_rows
     from dirtymnist.metrics import label_accuracy
-    from dirtymnist.model.checkpoint import load_model
     from dirtymnist.model.transforms import TTA_PRESETS
 
     torch.set_num_threads(threads)
@@ -236,9 +249,7 @@ def score(out: Path, checkpoints: list[str], ttas: list[str], pool_cache: str, t
     names = sorted(set(fonts))
     print(f"| checkpoint | TTA | {' | '.join(sets)} | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * (len(sets) + len(names)))
-    for ckpt in checkpoints:
-        model, cfg, _ = load_model(Path(ckpt))
-        model.eval()
+    for ckpt, model, cfg in models(checkpoints, list(weights)):
         for tta in ttas:
             accs, per_font = [], []
             for name, (x, y) in sets.items():
@@ -270,6 +281,8 @@ def main(argv=None) -> int:
     s.add_argument("--tta", default="none,rot90")
     s.add_argument("--pool-cache", default="", help="bench/learn.py's --pool-cache: score its held-out test too")
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--weights", default="ema", help="ema (the EMA weights where kept, as predict uses) "
+                   "and/or raw (the trained weights), comma-separated")
     sub.add_parser("fonts", help="print the measured set's font families, comma-separated")
     args = p.parse_args(argv)
     if args.cmd == "fonts":
@@ -278,7 +291,8 @@ def main(argv=None) -> int:
         make(args.out, args.fonts, args.n, args.seed, args.families.split(",") if args.families else None,
              args.thick, args.transparent)
     else:
-        score(args.out, args.checkpoints, args.tta.split(","), args.pool_cache, args.threads)
+        score(args.out, args.checkpoints, args.tta.split(","), args.pool_cache, args.threads,
+              tuple(args.weights.split(",")))
     return 0
 
 

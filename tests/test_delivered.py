@@ -56,3 +56,23 @@ def test_prints_one_row_per_tta_and_set_with_accuracies_in_range(delivered, tmp_
     for row in rows:
         accs = [float(a) for a in re.findall(r"\d\.\d{4}", row)]
         assert len(accs) == 3 and all(0.0 <= a <= 1.0 for a in accs)
+
+
+def test_weights_pick_the_ema_or_the_trained_weights_of_a_checkpoint(delivered, tmp_path):
+    import torch
+    from lookalike import models
+
+    from dirtymnist.model.checkpoint import load_checkpoint, save_checkpoint
+
+    plain = _tiny_checkpoint(tmp_path / "plain.pt")
+    state = load_checkpoint(plain)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    both = tmp_path / "ema.pt"
+    save_checkpoint({**state, "ema": ema}, both)
+    name = next(k for k, v in ema.items() if v.is_floating_point())
+    got = {label: model.state_dict()[name] for label, model, _ in models([str(both), str(plain)], ["ema", "raw"])}
+    assert torch.equal(got[str(both)], ema[name])
+    assert torch.equal(got[f"{both} (raw)"], state["model"][name])
+    assert torch.equal(got[str(plain)], got[f"{plain} (raw)"])  # no EMA kept: both are the trained weights
+    with pytest.raises(SystemExit, match="not ema or raw"):
+        list(models([str(plain)], ["swa"]))
