@@ -63,6 +63,8 @@ def _stage(**extra) -> str:
     ({"hard_share": 1.0, "hard_knobs": "{height: [17, 30]}"}, "must be in (0, 1)"),
     ({"hard_share": 0.2, "hard_knobs": "{heigth: [17, 30]}"}, "unknown knob 'heigth'"),
     ({"hard_share": 0.2, "hard_knobs": "{height: [30, 17]}"}, "hard_knobs"),
+    ({"hard_share": 0.2, "hard_knobs": "small"}, "hard_knobs is a mapping"),
+    ({"hard_share": "lots", "hard_knobs": "{height: [17, 30]}"}, "must be in (0, 1)"),
 ])
 def test_hard_settings_are_checked_at_load(extra, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -386,7 +386,9 @@ def _check_hard(stage: StageConfig, source: str) -> None:
         return
     if stage.source not in ("synth", "dense"):
         raise ConfigError(f"{source}: hard_share / hard_knobs need a synth or dense stage, not {stage.source}")
-    if not 0 < stage.hard_share < 1:
+    if not isinstance(stage.hard_knobs, dict):
+        raise ConfigError(f"{source}: hard_knobs is a mapping of SceneKnobs fields, got {stage.hard_knobs!r}")
+    if not isinstance(stage.hard_share, (int, float)) or not 0 < stage.hard_share < 1:
         raise ConfigError(f"{source}: hard_share must be in (0, 1) with hard_knobs, got {stage.hard_share}")
     if not stage.hard_knobs:
         raise ConfigError(f"{source}: hard_share {stage.hard_share} needs hard_knobs (what its scenes change)")
