@@ -186,3 +186,28 @@ def test_the_stride4_net_starts_from_stride8_weights_with_their_predictions(tmp_
     s4.train()
     s4(x).sum().backward()
     assert s4.trunk.up.lateral[1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("model", ["dm_fcn_deep6", "dm_fcn_deep8"])
+def test_a_grown_net_starts_from_dm_fcn_deep_weights_with_their_predictions(tmp_path, model):
+    from safetensors.torch import save_file
+
+    deep = build_model(load_config("cpu", ["pretrained="]), 26).eval()
+    with torch.no_grad():
+        for m in deep.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "deep.safetensors"
+    save_file({k: v.contiguous() for k, v in deep.state_dict().items()}, str(path))
+    grown = build_model(load_config("cpu", [f"model={model}", f"pretrained={path}"]), 26).eval()
+    assert sum(p.numel() for p in grown.parameters()) > 1.3 * sum(p.numel() for p in deep.parameters())
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        logits, maps = grown(x, return_maps=True)
+        want_logits, want_maps = deep(x, return_maps=True)
+    assert torch.allclose(logits, want_logits, atol=1e-5) and torch.allclose(maps, want_maps, atol=1e-5)
+    # and the added blocks learn: their zero-started scale gets a gradient
+    grown.train()
+    grown(x).sum().backward()
+    assert grown.trunk.stages[-1].b[1].weight.grad.abs().sum() > 0

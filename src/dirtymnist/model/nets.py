@@ -21,14 +21,18 @@ def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequent
 
 
 class _Res(nn.Module):
-    """Two 3x3 convs with a skip: the deepest stage trains faster with it."""
+    """Two 3x3 convs with a skip: the deepest stage trains faster with it. With `identity`, the
+    last BatchNorm's scale starts at zero, so the block starts as the identity (on the ReLU
+    output it follows) and a deeper net loaded from a shallower one's weights computes what it did."""
 
-    def __init__(self, c: int, dilation: int = 1):
+    def __init__(self, c: int, dilation: int = 1, identity: bool = False):
         super().__init__()
         self.a = _conv(c, c, dilation=dilation)
         self.b = nn.Sequential(
             nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm2d(c)
         )
+        if identity:
+            nn.init.zeros_(self.b[1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.b(self.a(x)))
@@ -57,18 +61,19 @@ class _Stride4(nn.Module):
 
 class LetterFCN(nn.Module):
     """stem (stride 2) -> stride 4 -> stride 8 -> residual blocks (dilated). Plain convs + BN.
-    With `stride4`, the output map is brought back to stride 4 (`_Stride4`)."""
+    With `stride4`, the output map is brought back to stride 4 (`_Stride4`). Residual blocks from
+    index `grown` on start as the identity (`_Res`): the net grown from a `grown`-block one."""
 
     def __init__(self, widths=(24, 48, 96, 128), blocks: int = 2, in_chans: int = 1,
                  num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0,
-                 stride4: bool = False, **_):
+                 stride4: bool = False, grown: int | None = None, **_):
         super().__init__()
         w0, w1, w2, w3 = widths
         self.stem = nn.Sequential(_conv(in_chans, w0, stride=2), _conv(w0, w0))  # (B, w0, S/2, S/2)
         self.stages = nn.Sequential(
             _conv(w0, w1, stride=2), _conv(w1, w1),  # (B, w1, S/4, S/4)
             _conv(w1, w2, stride=2), _conv(w2, w3),  # (B, w3, S/8, S/8)
-            *[_Res(w3, dilation=1 + i % 2) for i in range(blocks)],
+            *[_Res(w3, 1 + i % 2, identity=grown is not None and i >= grown) for i in range(blocks)],
         )
         self.up = _Stride4(w1, w3) if stride4 else None
         self.num_features = w3
@@ -101,12 +106,13 @@ class LetterFCN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def _build(widths, blocks, pretrained: bool = False, stride4: bool = False, **kwargs) -> LetterFCN:
+def _build(widths, blocks, pretrained: bool = False, stride4: bool = False, grown: int | None = None,
+           **kwargs) -> LetterFCN:
     if pretrained:
         raise ValueError("dm_fcn nets have no hub weights; use `dirtymnist pretrain`")
     kwargs.pop("pretrained_cfg", None)
     kwargs.pop("pretrained_cfg_overlay", None)
-    return LetterFCN(widths, blocks, stride4=stride4, **kwargs)
+    return LetterFCN(widths, blocks, stride4=stride4, grown=grown, **kwargs)
 
 
 @register_model
@@ -140,3 +146,17 @@ def dm_fcn_deep_s4(pretrained: bool = False, **kwargs) -> LetterFCN:
     side where dm_fcn_deep has one, for the small letters it misses most (bench/limits.py).
     Loads dm_fcn_deep's weights (`pretrained=` its file) and starts with their predictions."""
     return _build((16, 32, 64, 96), 4, pretrained, stride4=True, **kwargs)
+
+
+@register_model
+def dm_fcn_deep6(pretrained: bool = False, **kwargs) -> LetterFCN:
+    """dm_fcn_deep with 6 residual blocks at stride 8 (~1.1 M parameters), the two added ones
+    starting as the identity: loaded from dm_fcn_deep's weights (`pretrained=` its file), it starts
+    with their predictions and has more capacity to fine-tune (issue 14, round 11)."""
+    return _build((16, 32, 64, 96), 6, pretrained, grown=4, **kwargs)
+
+
+@register_model
+def dm_fcn_deep8(pretrained: bool = False, **kwargs) -> LetterFCN:
+    """dm_fcn_deep with 8 residual blocks at stride 8 (~1.4 M parameters), grown like dm_fcn_deep6."""
+    return _build((16, 32, 64, 96), 8, pretrained, grown=4, **kwargs)
