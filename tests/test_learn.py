@@ -163,17 +163,23 @@ def test_lse_pool_is_log_mean_exp_between_avg_and_max():
     assert (flat.mean(-1) <= got + 1e-6).all() and (got <= flat.amax(-1) + 1e-6).all()
 
 
-def test_the_stride4_net_starts_from_stride8_weights_with_their_predictions(tmp_path):
+def _saved_deep_net(tmp_path):
+    """The cpu preset's dm_fcn_deep, randomly initialised, saved as a weights file: (model, path)."""
     from safetensors.torch import save_file
 
     deep = build_model(load_config("cpu", ["pretrained="]), 26).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that the check means something
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that the checks mean something
         for m in deep.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "deep.safetensors"
     save_file({k: v.contiguous() for k, v in deep.state_dict().items()}, str(path))
+    return deep, path
+
+
+def test_the_stride4_net_starts_from_stride8_weights_with_their_predictions(tmp_path):
+    deep, path = _saved_deep_net(tmp_path)
     s4 = build_model(load_config("cpu", ["model=dm_fcn_deep_s4", f"pretrained={path}"]), 26).eval()
     x = torch.rand(2, 1, 128, 128)
     with torch.no_grad():
@@ -190,16 +196,7 @@ def test_the_stride4_net_starts_from_stride8_weights_with_their_predictions(tmp_
 
 @pytest.mark.parametrize("model", ["dm_fcn_deep6", "dm_fcn_deep8"])
 def test_a_grown_net_starts_from_dm_fcn_deep_weights_with_their_predictions(tmp_path, model):
-    from safetensors.torch import save_file
-
-    deep = build_model(load_config("cpu", ["pretrained="]), 26).eval()
-    with torch.no_grad():
-        for m in deep.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path / "deep.safetensors"
-    save_file({k: v.contiguous() for k, v in deep.state_dict().items()}, str(path))
+    deep, path = _saved_deep_net(tmp_path)
     grown = build_model(load_config("cpu", [f"model={model}", f"pretrained={path}"]), 26).eval()
     assert sum(p.numel() for p in grown.parameters()) > 1.3 * sum(p.numel() for p in deep.parameters())
     x = torch.rand(2, 1, 128, 128)

@@ -106,13 +106,12 @@ class LetterFCN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def _build(widths, blocks, pretrained: bool = False, stride4: bool = False, grown: int | None = None,
-           **kwargs) -> LetterFCN:
+def _build(widths, blocks, pretrained: bool = False, stride4: bool = False, **kwargs) -> LetterFCN:
     if pretrained:
         raise ValueError("dm_fcn nets have no hub weights; use `dirtymnist pretrain`")
     kwargs.pop("pretrained_cfg", None)
     kwargs.pop("pretrained_cfg_overlay", None)
-    return LetterFCN(widths, blocks, stride4=stride4, grown=grown, **kwargs)
+    return LetterFCN(widths, blocks, stride4=stride4, **kwargs)
 
 
 @register_model
