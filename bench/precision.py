@@ -13,6 +13,7 @@ which uses AMX tiles where the CPU has them (Sapphire Rapids and later).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -40,9 +41,10 @@ def _rate(model, opt, x, amp: bool, steps: int) -> float:
     return 60 * steps / (time.perf_counter() - t0)
 
 
-def train_steps_per_minute(cfg, batch: int, steps: int = 10) -> float:
+def train_steps_per_minute(cfg, batch: int, steps: int = 10, teacher: str = "") -> float:
     """Training steps per minute of `cfg`'s net on this CPU now, run as training runs it
-    (the precision and memory format `auto` resolves to). Used to plan staged benchmarks."""
+    (the precision and memory format `auto` resolves to). Used to plan staged benchmarks.
+    teacher: also a gradient-free forward pass of this net each step (distillation, `distill`)."""
     from dirtymnist.model.precision import use_channels_last
     from dirtymnist.train.engine import autocast_context
 
@@ -53,9 +55,15 @@ def train_steps_per_minute(cfg, batch: int, steps: int = 10) -> float:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     maps = model.head is not None
+    tnet = build_model(dataclasses.replace(cfg, model=teacher), 26).eval() if teacher else None
+    if tnet is not None and use_channels_last(cfg, cpu):
+        tnet = tnet.to(memory_format=torch.channels_last)
     for i in range(steps + 3):
         if i == 3:
             t0 = time.perf_counter()
+        if tnet is not None:
+            with torch.no_grad(), autocast_context(cfg, cpu):
+                tnet(x, return_maps=True)
         with autocast_context(cfg, cpu):
             out = model(x, return_maps=True) if maps else (model(x),)
         sum(o.float().mean() for o in out).backward()

@@ -208,3 +208,34 @@ def test_a_grown_net_starts_from_dm_fcn_deep_weights_with_their_predictions(tmp_
     grown.train()
     grown(x).sum().backward()
     assert grown.trunk.stages[-1].b[1].weight.grad.abs().sum() > 0
+
+
+def test_distillation_adds_the_kl_to_a_frozen_teacher_and_refuses_a_missing_one(tmp_path, make_dataset):
+    """`distill` > 0 (issue 14, lever 5): dense stages add the KL to `teacher`'s class maps. With
+    one step from the same start the loss is the plain loss plus a KL > 0; the teacher is frozen."""
+    from safetensors.torch import save_file
+
+    from dirtymnist.errors import ConfigError
+    from dirtymnist.train.build import build_teacher
+    from dirtymnist.train.loop import train
+
+    torch.manual_seed(1)
+    teacher = build_model(load_config("cpu", ["model=dm_fcn_tiny", "pretrained="]), 26)
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
+    data = make_dataset(tmp_path / "data", n_train=8, n_test=2)
+    stages = "[{name: s, source: dense, steps: 1, pool: 4}, {name: data, source: data, epochs: 1}]"
+    base = ["model=dm_fcn_tiny", "image_size=64", "batch_size=4", f"stages={stages}"]
+    losses = {}
+    for name, extra in (("plain", []), ("distil", ["distill=1", f"teacher={path}"])):
+        cfg = load_config("cpu", base + extra)
+        train(data, cfg, run_dir=tmp_path / name)
+        losses[name] = load_checkpoint(tmp_path / name / "fold0" / "last.pt")["history"][0]["train_loss"]
+    assert losses["distil"] > losses["plain"] + 1e-4
+    frozen = build_teacher(load_config("cpu", base + ["distill=1", f"teacher={path}"]), 26, torch.device("cpu"))
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    with pytest.raises(ConfigError, match="teacher: .*nowhere.safetensors"):
+        build_teacher(load_config("cpu", base + ["distill=1", f"teacher={tmp_path}/nowhere.safetensors"]), 26,
+                      torch.device("cpu"))
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        load_config("cpu", base + ["distill=1"])

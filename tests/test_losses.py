@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dirtymnist.config import load_config
-from dirtymnist.train.losses import DENSE_LOSSES, dense_loss, dense_softmax_loss
+from dirtymnist.train.losses import DENSE_LOSSES, dense_distill_loss, dense_loss, dense_softmax_loss
 
 
 def _targets() -> torch.Tensor:
@@ -71,3 +71,19 @@ def test_a_softmax_start_uses_the_softmax_for_its_first_epochs_only():
     targets = [build_stage(plan[e], e, cfg, data, None).cfg.dense_target for e in range(4)]
     assert targets == ["softmax", "softmax", "softmax", "sigmoid"]
     assert cfg.dense_target == "sigmoid"  # the run's own config is untouched
+
+
+def test_distillation_is_zero_on_agreement_and_pulls_toward_the_teacher():
+    """Bernoulli KL to the teacher's maps (issue 14, lever 5): 0 when the maps agree, > 0
+    otherwise, gradient sigmoid(student) - sigmoid(teacher) over the positive cells."""
+    target = _targets()  # 4 positive cells
+    teacher = torch.randn(1, 3, 4, 4)
+    assert dense_distill_loss(teacher.clone(), teacher, target).abs() < 1e-6
+    student = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = dense_distill_loss(student, teacher, target)
+    assert loss > 0
+    loss.backward()
+    want = (torch.sigmoid(student) - torch.sigmoid(teacher)).detach() / 4
+    torch.testing.assert_close(student.grad, want)
+    # a teacher map of another size is resized to the student's
+    assert dense_distill_loss(student, torch.randn(1, 3, 8, 8), target).isfinite()

@@ -121,6 +121,9 @@ class Recipe:
     dense_softmax_epochs: int = 0  # dense_target softmax for the plan's first N epochs, then as set
     grad_clip: float = 0.0  # max grad norm, 0 = off
     ema: float = 0.0  # EMA decay of weights, 0 = off
+    distill: float = 0.0  # dense stages: + distill x the class-map KL to `teacher`'s maps (0 = off; issue 14, lever 5)
+    teacher: str = ""  # the teacher's weights: ready | ready.TAG | PATH (of `teacher_model`)
+    teacher_model: str = ""  # the teacher's net ("" = `model`)
     swa_epochs: int = 0  # average the weights of the last N epochs into fold{k}/swa.pt (averaging.py), 0 = off
     mix: str = "none"  # none | mixup | cutmix (multi-label targets: see mixing.py)
     mix_alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
@@ -340,6 +343,9 @@ def _validate(cfg: TrainConfig, source: Callable[[str], str]) -> None:
         raise ConfigError(f"{source('lr')}: lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"{source('ema')}: ema must be in [0, 1), got {cfg.ema}")
+    if cfg.distill < 0 or (cfg.distill > 0 and not cfg.teacher):
+        raise ConfigError(f"{source('distill')}: distill must be >= 0 and needs a teacher (--set teacher=PATH), "
+                          f"got distill={cfg.distill} teacher={cfg.teacher!r}")
     if not 0 <= cfg.pseudo_margin < 0.5:
         raise ConfigError(f"{source('pseudo_margin')}: pseudo_margin must be in [0, 0.5), got {cfg.pseudo_margin}")
     if cfg.swa_epochs < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -64,4 +65,24 @@ def build_parts(cfg, n_classes: int, plan: list[EpochPlan], device: torch.device
     swa = SwaAverage(model, cfg, len(plan), device)
     scaler = build_grad_scaler(cfg, device)
     return TrainParts(cfg, device, model, optimizer, Schedule(cfg, optimizer, plan), loss_fn, ema, swa,
-                      scaler, second_pass(cfg))
+                      scaler, second_pass(cfg), teacher=build_teacher(cfg, n_classes, device))
+
+
+def build_teacher(cfg, n_classes: int, device: torch.device) -> torch.nn.Module | None:
+    """The frozen net whose class maps dense stages distil (`distill` > 0): `teacher_model` (or
+    `model`) with the `teacher` weights, in eval mode; None when distillation is off."""
+    from dirtymnist.model.build import build_model
+
+    if cfg.distill <= 0:
+        return None
+    tcfg = dataclasses.replace(cfg, model=cfg.teacher_model or cfg.model, pretrained=cfg.teacher,
+                               grad_checkpointing=False)
+    try:
+        teacher = build_model(tcfg, n_classes).to(device).eval().requires_grad_(False)
+    except ConfigError as exc:
+        raise ConfigError(f"teacher: {exc}") from None
+    if teacher.head is None:
+        raise ConfigError(f"teacher: model {tcfg.model} has no class maps to distil (head={cfg.head})")
+    if use_channels_last(cfg, device):
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher

@@ -18,7 +18,7 @@ from dirtymnist.errors import DirtyMnistError
 from dirtymnist.model.precision import resolve_amp, use_channels_last
 from dirtymnist.model.transforms import augment, normalize, preprocess
 from dirtymnist.train import distributed as dist
-from dirtymnist.train.losses import DENSE_LOSSES
+from dirtymnist.train.losses import DENSE_LOSSES, dense_distill_loss
 from dirtymnist.train.schedule import Schedule
 from dirtymnist.train.sources import Stage, make_loader
 
@@ -72,6 +72,7 @@ class TrainParts:
     scaler: torch.amp.GradScaler | None  # fp16 only
     second_pass: Callable  # SAM's second forward/backward (sam.py); a no-op when off
     net: torch.nn.Module | None = None  # what the step runs: the model, or its DDP / compiled wrapper
+    teacher: torch.nn.Module | None = None  # frozen, eval mode (`distill` > 0): dense stages distil its maps
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -108,7 +109,8 @@ def train_one_epoch(parts: TrainParts, stage: Stage, *, epoch: int, start_step: 
         data_time += t_data - t0
         seed = step_seed(cfg.seed, epoch, step, rank)
         x, y, target_maps = _step_inputs(stage, images, targets, maps, seed, device)
-        forward_loss = functools.partial(stage_loss, parts.net, x, y, target_maps, stage, device)
+        forward_loss = functools.partial(stage_loss, parts.net, x, y, target_maps, stage, device,
+                                        teacher=parts.teacher)
         loss = forward_loss()
         _check_finite(loss, epoch, step)
         (parts.scaler.scale(loss / cfg.accum_steps) if parts.scaler else loss / cfg.accum_steps).backward()
@@ -169,15 +171,20 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
                             "the last good checkpoint is untouched: lower lr or set grad_clip")
 
 
-def stage_loss(net, x, y, target_maps, stage: Stage, device):
+def stage_loss(net, x, y, target_maps, stage: Stage, device, teacher=None):
     """The training loss of one batch: the stage's image-level loss, plus `dense_weight` x the
-    class-map loss when position maps come with the batch (dense stages)."""
+    class-map loss when position maps come with the batch (dense stages), plus `distill` x the
+    KL to a teacher's class maps when one is set (its forward pass runs without gradients)."""
     with autocast_context(stage.cfg, device):
         out = net(x, return_maps=True) if target_maps is not None else net(x)
     logits, maps = (out[0].float(), out[1].float()) if target_maps is not None else (out.float(), None)
     loss = stage.loss_fn(logits, y)
     if maps is not None:
         loss = loss + stage.dense_weight * DENSE_LOSSES[stage.cfg.dense_target](maps, target_maps)
+        if teacher is not None and stage.cfg.distill > 0:
+            with torch.no_grad(), autocast_context(stage.cfg, device):
+                teacher_maps = teacher(x, return_maps=True)[1].float()
+            loss = loss + stage.cfg.distill * dense_distill_loss(maps, teacher_maps, target_maps)
     return loss
 
 

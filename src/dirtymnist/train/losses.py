@@ -72,4 +72,18 @@ def dense_softmax_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (weight * ce).sum() / (1 - background).sum().clamp(min=1.0)
 
 
+def dense_distill_loss(maps: torch.Tensor, teacher_maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Bernoulli KL from the teacher's class-map probabilities to the student's, over every cell
+    of (B, K, h, w) logits (the teacher's resized to the student's map if they differ), summed and
+    divided by the positive cells of the position maps `target`, as `dense_loss`. Zero when the
+    maps agree; its gradient is sigmoid(student) - sigmoid(teacher)."""
+    if teacher_maps.shape[-2:] != maps.shape[-2:]:
+        teacher_maps = F.interpolate(teacher_maps, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+    p_t = torch.sigmoid(teacher_maps.detach())
+    entropy = F.binary_cross_entropy(p_t, p_t, reduction="none")
+    kl = F.binary_cross_entropy_with_logits(maps, p_t, reduction="none") - entropy
+    positives = F.adaptive_max_pool2d(target.float(), maps.shape[-2:]).sum()
+    return kl.sum() / positives.clamp(min=1.0)
+
+
 DENSE_LOSSES = {"sigmoid": dense_loss, "softmax": dense_softmax_loss}
