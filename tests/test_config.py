@@ -63,7 +63,8 @@ CHANGED = {"cpu": {**READY_START, "stages": [  # round 7: 400 scenes steps (the 
            # round 9: "Round 9" (the whole 40 minutes: 1,560 steps, +0.9 on the look-alike set with rot90)
            # round 12: "Round 12" (from ready.256px, round 9's run: +1.5 on the look-alike set)
            # round 13: "Round 13" (from ready.256px2, ready.256px through one more such run: +0.4, +0.7)
-           "default": {**READY_START, "pretrained": "ready.256px2", "image_size": 256, "stages": [
+           # round 14: "Round 14" (from ready.256px4, two more such runs: +0.2, +0.7 with rot90)
+           "default": {**READY_START, "pretrained": "ready.256px4", "image_size": 256, "stages": [
                {"name": "scenes", "source": "dense", "steps": 390, "epochs": 4, "pool": 20000, "lr": 0.001,
                 "knobs": WIDE},
                {"name": "data", "source": "data", "lr": 0.0003}]}}
