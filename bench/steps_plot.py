@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--clock", default="one quiet core",
                    help="what MS was timed on, for the time axis (e.g. '2 cores' for 2-thread step costs)")
     p.add_argument("--ylim", default="", help="LO,HI of the accuracy axis (default: down to all-zeros' 0.538)")
+    p.add_argument("--precision", default="fp32", help="what the curves trained in, for the title (e.g. 'bf16')")
     args = p.parse_args(argv)
     curves = [read_curve(c, args.batch) for c in args.curves]
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         ax.legend(fontsize=8, loc="lower right")
     if args.ylim:
         a.set_ylim(*(float(v) for v in args.ylim.split(",")))
-    fig.suptitle("bench/learn.py curves: held-out glyph families, fp32")
+    fig.suptitle(f"bench/learn.py curves: held-out glyph families, {args.precision}")
     fig.tight_layout()
     out = Path(args.out)
     fig.savefig(out, dpi=110)

@@ -2,6 +2,7 @@
 
     python scripts/fetch_fonts.py [--dest src/dirtymnist/glyphs/fonts]
     python scripts/fetch_fonts.py --dest DIR --families gaegu,itim --hangul gaegu   # other fonts
+    python scripts/fetch_fonts.py --dest DIR --weights-fonts   # the extra hands of the ready weights
 
 For each family: `npm pack @fontsource/<family>` in a temp dir, untar, keep the latin 400
 normal woff2 and the LICENSE. Only OFL-1.1 / Apache-2.0 packages are kept. A few Korean
@@ -30,6 +31,20 @@ FAMILIES = (
     "the-girl-next-door", "homemade-apple", "la-belle-aurore", "swanky-and-moo-moo", "zeyada",
     "delius", "annie-use-your-telescope",
 )  # fmt: skip
+# Hands the offline links of `ready.256px8` also trained on (issue 14, rounds 15-16): never
+# bundled (in the generator they make the demo's own data harder, round 8), never a held-out
+# family or a look-alike font (tests/test_lookalike.py). Round 15's 18, then round 16's 29.
+WEIGHTS_FAMILIES = (
+    "satisfy", "kaushan-script", "courgette", "cookie", "bad-script", "yellowtail", "sacramento",
+    "mr-dafoe", "loved-by-the-king", "over-the-rainbow", "just-me-again-down-here", "sedgwick-ave",
+    "gamja-flower", "east-sea-dokdo", "edu-sa-beginner", "mynerve", "pangolin", "grape-nuts",
+    "walter-turncoat", "crafty-girls", "rancho", "fuzzy-bubbles", "mali", "chilanka", "kristi",
+    "give-you-glory", "dawning-of-a-new-day", "calligraffitti", "unkempt", "happy-monkey",
+    "edu-qld-beginner", "edu-tas-beginner", "edu-nsw-act-foundation", "edu-vic-wa-nt-beginner",
+    "square-peg", "ruge-boogie", "long-cang", "zhi-mang-xing", "merienda", "hi-melody",
+    "single-day", "cute-font", "allura", "pacifico", "delius-swash-caps", "shadows-into-light-two",
+    "sofadi-one",
+)  # fmt: skip
 HANGUL_FAMILY = "nanum-pen-script"
 HANGUL_FILES = 6  # ~30 KB each
 ALLOWED_LICENCES = ("OFL-1.1", "Apache-2.0")
@@ -42,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=default_dest)
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated @fontsource families")
     parser.add_argument("--hangul", default=HANGUL_FAMILY, help="families whose Hangul subsets are kept too")
+    parser.add_argument(
+        "--weights-fonts", action="store_true",
+        help="the 47 extra hands the ready.256px8 links trained on (--families and --hangul ignored)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.weights_fonts:
+        args.families, args.hangul = ",".join(WEIGHTS_FAMILIES), ""
     hangul = set(args.hangul.split(",")) if args.hangul else set()
     dest: Path = args.dest
     dest.mkdir(parents=True, exist_ok=True)

@@ -114,5 +114,9 @@ def test_no_lookalike_font_is_bundled_or_fetched(capsys, monkeypatch):
     bundled = {p.name for p in FONTS.iterdir() if p.is_dir()}
     assert len(lookalike.LOOKALIKE_FONTS) == 13
     assert not set(lookalike.LOOKALIKE_FONTS) & (bundled | set(fetch_fonts.FAMILIES))
+    # the extra hands the ready weights trained on: none a look-alike or a bundled (held-out) family
+    extra = set(fetch_fonts.WEIGHTS_FAMILIES)
+    assert len(extra) == len(fetch_fonts.WEIGHTS_FAMILIES) == 47
+    assert not extra & (set(lookalike.LOOKALIKE_FONTS) | bundled | set(fetch_fonts.FAMILIES))
     assert lookalike.main(["fonts"]) == 0
     assert capsys.readouterr().out.strip().split(",") == list(lookalike.LOOKALIKE_FONTS)

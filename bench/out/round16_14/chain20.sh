@@ -1,0 +1,12 @@
+#!/bin/bash
+# link 9: from link 8's weights with the 75 families on a FRESH pool (--seed 1, train-seed 4); then default from it
+R=/work/notes/runs12
+while [ ! -f $R/chain19.done ]; do sleep 5; done
+cd /work/main
+WORKERS=2 POOLS=/work/notes/pools_fonts bash $R/arm.sh /work/notes/wt_fonts r16_x8f75c_s4 4 $R/dm_fcn_deep.256px8.safetensors 390 --seed 1
+.venv/bin/python scripts/make_ready_weights.py --model dm_fcn_deep --from-checkpoint $R/r16_x8f75c_s4/preset/last.pt --out $R/dm_fcn_deep.256px9.safetensors > $R/mk9.log 2>&1
+bash $R/arm.sh /work/main r16_x9f75_s1 1 $R/dm_fcn_deep.256px9.safetensors 390
+for n in r16_x9f75_s1; do
+  PYTHONPATH=src .venv/bin/python bench/lookalike.py score /work/notes/lookalike/set600 $R/$n/preset/last.pt --pool-cache /work/notes/pools --threads 2 > $R/$n.la.log 2>&1
+done
+echo done > $R/chain20.done
