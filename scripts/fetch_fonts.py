@@ -31,7 +31,7 @@ FAMILIES = (
     "the-girl-next-door", "homemade-apple", "la-belle-aurore", "swanky-and-moo-moo", "zeyada",
     "delius", "annie-use-your-telescope",
 )  # fmt: skip
-# Hands the offline links of `ready.256px8` also trained on (issue 14, rounds 15-16): never
+# Hands the offline links of `ready.256px9` also trained on (issue 14, rounds 15-16): never
 # bundled (in the generator they make the demo's own data harder, round 8), never a held-out
 # family or a look-alike font (tests/test_lookalike.py). Round 15's 18, then round 16's 29.
 WEIGHTS_FAMILIES = (
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hangul", default=HANGUL_FAMILY, help="families whose Hangul subsets are kept too")
     parser.add_argument(
         "--weights-fonts", action="store_true",
-        help="the 47 extra hands the ready.256px8 links trained on (--families and --hangul ignored)",
+        help="the 47 extra hands the ready.256px9 links trained on (--families and --hangul ignored)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.weights_fonts:
