@@ -31,9 +31,9 @@ FAMILIES = (
     "the-girl-next-door", "homemade-apple", "la-belle-aurore", "swanky-and-moo-moo", "zeyada",
     "delius", "annie-use-your-telescope",
 )  # fmt: skip
-# Hands the offline links of `ready.256px9` also trained on (issue 14, rounds 15-16): never
+# Hands the offline links of `ready.256px12` also trained on (issue 14, rounds 15-17): never
 # bundled (in the generator they make the demo's own data harder, round 8), never a held-out
-# family or a look-alike font (tests/test_lookalike.py). Round 15's 18, then round 16's 29.
+# family or a look-alike font (tests/test_lookalike.py). Round 15's 18, round 16's 29, round 17's 34.
 WEIGHTS_FAMILIES = (
     "satisfy", "kaushan-script", "courgette", "cookie", "bad-script", "yellowtail", "sacramento",
     "mr-dafoe", "loved-by-the-king", "over-the-rainbow", "just-me-again-down-here", "sedgwick-ave",
@@ -44,6 +44,12 @@ WEIGHTS_FAMILIES = (
     "square-peg", "ruge-boogie", "long-cang", "zhi-mang-xing", "merienda", "hi-melody",
     "single-day", "cute-font", "allura", "pacifico", "delius-swash-caps", "shadows-into-light-two",
     "sofadi-one",
+    "birthstone-bounce", "butterfly-kids", "caramel", "charm", "comforter", "delius-unicase",
+    "edu-au-vic-wa-nt-hand", "edu-au-vic-wa-nt-pre", "edu-nsw-act-cursive", "edu-qld-hand",
+    "edu-sa-hand", "edu-vic-wa-nt-hand", "finger-paint", "gluten", "grandstander", "hachi-maru-pop",
+    "kavivanar", "kirang-haerang", "klee-one", "kodchasan", "liu-jian-mao-cao",
+    "love-ya-like-a-sister", "ma-shan-zheng", "meddon", "montez", "mystery-quest", "nerko-one",
+    "oooh-baby", "patrick-hand-sc", "redressed", "sniglet", "sunshiney", "yomogi", "zen-kurenaido",
 )  # fmt: skip
 HANGUL_FAMILY = "nanum-pen-script"
 HANGUL_FILES = 6  # ~30 KB each
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hangul", default=HANGUL_FAMILY, help="families whose Hangul subsets are kept too")
     parser.add_argument(
         "--weights-fonts", action="store_true",
-        help="the 47 extra hands the ready.256px9 links trained on (--families and --hangul ignored)",
+        help="the 81 extra hands the ready weights' links trained on (--families and --hangul ignored)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.weights_fonts:

@@ -116,7 +116,7 @@ def test_no_lookalike_font_is_bundled_or_fetched(capsys, monkeypatch):
     assert not set(lookalike.LOOKALIKE_FONTS) & (bundled | set(fetch_fonts.FAMILIES))
     # the extra hands the ready weights trained on: none a look-alike or a bundled (held-out) family
     extra = set(fetch_fonts.WEIGHTS_FAMILIES)
-    assert len(extra) == len(fetch_fonts.WEIGHTS_FAMILIES) == 47
+    assert len(extra) == len(fetch_fonts.WEIGHTS_FAMILIES) == 81
     assert not extra & (set(lookalike.LOOKALIKE_FONTS) | bundled | set(fetch_fonts.FAMILIES))
     assert lookalike.main(["fonts"]) == 0
     assert capsys.readouterr().out.strip().split(",") == list(lookalike.LOOKALIKE_FONTS)
