@@ -31,7 +31,7 @@ FAMILIES = (
     "the-girl-next-door", "homemade-apple", "la-belle-aurore", "swanky-and-moo-moo", "zeyada",
     "delius", "annie-use-your-telescope",
 )  # fmt: skip
-# Hands the offline links of `ready.256px12` also trained on (issue 14, rounds 15-17): never
+# Hands the offline links of `ready.256px13` also trained on (issue 14, rounds 15-18): never
 # bundled (in the generator they make the demo's own data harder, round 8), never a held-out
 # family or a look-alike font (tests/test_lookalike.py). Round 15's 18, round 16's 29, round 17's 34.
 WEIGHTS_FAMILIES = (

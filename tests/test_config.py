@@ -68,7 +68,8 @@ CHANGED = {"cpu": {**READY_START, "stages": [  # round 7: 400 scenes steps (the 
            # round 16: "Round 16" (from ready.256px8, three more runs with 47 fonts not bundled)
            # round 17: "Round 17" (from ready.256px9, round 16's fourth run, on freshly rendered scenes;
            # then from ready.256px12, three more such runs with 34 more fonts not bundled, 81 in all)
-           "default": {**READY_START, "pretrained": "ready.256px12", "image_size": 256, "stages": [
+           # round 18: "Round 18" (from ready.256px13, ready.256px12 through one longer run, 2,340 steps)
+           "default": {**READY_START, "pretrained": "ready.256px13", "image_size": 256, "stages": [
                {"name": "scenes", "source": "dense", "steps": 390, "epochs": 4, "pool": 20000, "lr": 0.001,
                 "knobs": WIDE},
                {"name": "data", "source": "data", "lr": 0.0003}]}}

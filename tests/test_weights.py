@@ -158,7 +158,7 @@ def test_random_init_and_our_own_nets():
     cfg = settle(load_config("scratch"))
     assert cfg.pretrained_record == "random init" and cfg.normalize == "unit"
     assert settle(load_config("cpu")).pretrained_record.startswith("ready weights dm_fcn_deep.safetensors")
-    assert settle(load_config("default")).pretrained_record.startswith("ready weights dm_fcn_deep.256px12.safetensors")
+    assert settle(load_config("default")).pretrained_record.startswith("ready weights dm_fcn_deep.256px13.safetensors")
     with pytest.raises(ConfigError, match="model='dm_fcn' has no ImageNet weights in timm"):
         build_model(load_config("scratch", ["pretrained=imagenet"]), 26)
     with pytest.raises(ConfigError, match="nowhere.safetensors: pretrained weights file not found"):
