@@ -19,6 +19,10 @@
 3. **Misses by letter size** (with a model, `--by-size N`): N fresh held-out scenes rendered with
    their glyphs' sizes; the share of present letters missed, by the glyph's height on the 256 px
    canvas (letters are distinct within a scene, so a missed label is a missed glyph).
+4. **Fit or transfer** (with a model, `--train-families N`): N fresh scenes drawn like the test
+   set's but from the TRAINING glyph families. Scoring as well there as on the held-out hands
+   means the model under-fits what it was shown; scoring better means new hands are what it
+   fails to carry over to.
 """
 
 from __future__ import annotations
@@ -132,18 +136,12 @@ def confusions(probs: np.ndarray, labels: np.ndarray, top: int = 12) -> tuple[li
 
 def misses_by_size(model, cfg, n: int, seed: int, views, edges=(17, 25, 33, 41, 49, 56)) -> list:
     """(height range, glyphs, share missed) per bin, on n fresh scenes of the held-out families."""
-    import torch
 
     from dirtymnist import layout
-    from dirtymnist.data.synth import SceneKnobs, render_scene
     from dirtymnist.glyphs import split_families
-    from dirtymnist.infer.loader import predict_rows
 
     _, held = split_families(0.2, seed=0)
-    knobs = SceneKnobs(families=tuple(held))
-    scenes = [render_scene(seed + 5000, i, knobs) for i in range(n)]
-    images = np.stack([sc.image for sc in scenes])
-    logits = predict_rows(model, cfg, images, np.arange(n), torch.device("cpu"), views, 64)
+    scenes, logits = _scored_scenes(model, cfg, held, n, seed + 5000, views)
     heights, missed = [], []
     for sc, row in zip(scenes, logits):
         for g in sc.letters:
@@ -156,6 +154,30 @@ def misses_by_size(model, cfg, n: int, seed: int, views, edges=(17, 25, 33, 41, 
         rows.append((f"{lo}-{hi} px", int(sel.sum()), float(missed[sel].mean())))
     rows.append(("all", len(missed), float(missed.mean())))
     return rows
+
+
+def _scored_scenes(model, cfg, families, n: int, seed: int, views) -> tuple[list, np.ndarray]:
+    """n fresh scenes of `families` (the generator's default knobs) and the model's logits."""
+    import torch
+
+    from dirtymnist.data.synth import SceneKnobs, render_scene
+    from dirtymnist.infer.loader import predict_rows
+
+    knobs = SceneKnobs(families=tuple(families))
+    scenes = [render_scene(seed, i, knobs) for i in range(n)]
+    images = np.stack([sc.image for sc in scenes])
+    return scenes, predict_rows(model, cfg, images, np.arange(n), torch.device("cpu"), views, 64)
+
+
+def train_families_accuracy(model, cfg, n: int, seed: int, views) -> float:
+    """Label accuracy on n fresh scenes of the TRAINING glyph families (threshold 0.5)."""
+    from dirtymnist.glyphs import split_families
+    from dirtymnist.metrics import label_accuracy
+
+    train, _ = split_families(0.2, seed=0)
+    scenes, logits = _scored_scenes(model, cfg, train, n, seed + 7000, views)
+    labels = np.stack([sc.labels for sc in scenes]).astype(np.float32)
+    return float(label_accuracy((logits > 0).astype(np.float32), labels))
 
 
 def _model(args):
@@ -184,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--tta", default="rot90")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--by-size", type=int, default=0, help="fresh scenes for misses by letter size (0 = skip)")
+    p.add_argument("--train-families", type=int, default=0,
+                   help="fresh scenes of the training families, to compare with the held-out score (0 = skip)")
     args = p.parse_args(argv)
     for name, aliases in (("strict", STRICT), ("loose", LOOSE)):
         groups = " ".join("/".join(f"{g[0].upper() if g[1] == 'u' else g[0]}" for g in sorted(s))
@@ -217,6 +241,10 @@ def main(argv=None) -> int:
         print(f"\n| glyph height (256 px canvas) | glyphs | missed ({args.by_size} fresh scenes) |\n|---|---|---|")
         for name, count, share in misses_by_size(model, cfg, args.by_size, args.seed, tta_views(args.tta)):
             print(f"| {name} | {count} | {share:.2f} |")
+    if args.train_families:
+        fit = train_families_accuracy(model, cfg, args.train_families, args.seed, tta_views(args.tta))
+        print(f"\ntraining families, {args.train_families} fresh scenes, TTA {args.tta}: label accuracy {fit:.4f} "
+              f"(held-out {acc:.4f}, gap {fit - acc:+.4f})")
     return 0
 
 
