@@ -136,7 +136,6 @@ def confusions(probs: np.ndarray, labels: np.ndarray, top: int = 12) -> tuple[li
 
 def misses_by_size(model, cfg, n: int, seed: int, views, edges=(17, 25, 33, 41, 49, 56)) -> list:
     """(height range, glyphs, share missed) per bin, on n fresh scenes of the held-out families."""
-
     from dirtymnist import layout
     from dirtymnist.glyphs import split_families
 

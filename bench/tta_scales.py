@@ -83,21 +83,26 @@ def main(argv=None) -> int:
     rows = np.arange(len(images))
     print(f"{args.checkpoint}: model {cfg.model}, input {cfg.image_size} px, {len(rows)} held-out scenes")
     only = {o for o in args.only.split(",") if o}
+    scored = {}
     for name, views in view_sets().items():
         if only and name.removesuffix(" x rot90").removeprefix("scales ") not in only:
             continue
         t0 = time.perf_counter()
-        logits = predict_rows(model, cfg, images, rows, torch.device("cpu"), views, 32)
-        acc = label_accuracy((logits > 0).astype(np.float32), labels)
+        scored[name] = predict_rows(model, cfg, images, rows, torch.device("cpu"), views, 32)
+        acc = label_accuracy((scored[name] > 0).astype(np.float32), labels)
         print(f"| {name} | {len(views)} | {acc:.4f} | {time.perf_counter() - t0:.1f} s |", flush=True)
     if args.ensemble:
         from dirtymnist.model.transforms import TTA_PRESETS
 
-        both = [predict_rows(m, c, images, rows, torch.device("cpu"), TTA_PRESETS["rot90"], 32)
-                for m, c in (load_model(ck, torch.device("cpu"))[:2] for ck in (args.checkpoint, args.ensemble))]
-        for name, logits in (("second run x rot90", both[1]), ("both runs x rot90", (both[0] + both[1]) / 2)):
+        rot90 = TTA_PRESETS["rot90"]
+        first = scored.get("scales 1 x rot90")
+        if first is None:
+            first = predict_rows(model, cfg, images, rows, torch.device("cpu"), rot90, 32)
+        model2, cfg2, _ = load_model(args.ensemble, torch.device("cpu"))
+        second = predict_rows(model2, cfg2, images, rows, torch.device("cpu"), rot90, 32)
+        for name, views, logits in (("second run x rot90", 4, second), ("both runs x rot90", 8, (first + second) / 2)):
             acc = label_accuracy((logits > 0).astype(np.float32), labels)
-            print(f"| {name} | {4 * (1 + name.startswith('both'))} | {acc:.4f} | |", flush=True)
+            print(f"| {name} | {views} | {acc:.4f} | |", flush=True)
     return 0
 
 
