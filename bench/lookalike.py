@@ -12,9 +12,14 @@ different code and fonts, the same description.
         --hangul gaegu,poor-story,nanum-brush-script
     python bench/lookalike.py make OUT --fonts FONTS [--n 600] [--seed 0] [--families a,b]
     python bench/lookalike.py score OUT CKPT [CKPT ...] [--tta none,rot90] [--pool-cache DIR]
+    python bench/lookalike.py folder DATA --fonts FONTS --n-train 25000 --n-test 1000 [--seed 100]
 
 `make` writes OUT/images/NNNNN.png (8-bit grayscale, 256x256), OUT/labels.csv (index, font, a..z)
-and OUT/sheet.png (the first 16 scenes). `score` prints label accuracy (threshold 0.5) per
+and OUT/sheet.png (the first 16 scenes). `folder` writes a data folder in the competition's layout
+(DATA.md: dirty_mnist_2nd/, its answer CSV, test_dirty_mnist_2nd/, sample_submission.csv, and
+test_answer.csv as the synthetic data has), train and test drawn from the same fonts, as the real
+train and test images come from one pool of hands: a stand-in for a user's data folder, to run the
+whole pipeline (`dirtymnist train DATA`, `predict`, `evaluate`) on scenes we never generated. `score` prints label accuracy (threshold 0.5) per
 checkpoint and TTA, per font, and, with --pool-cache, on the learn bench's 600 held-out-family
 scenes too (bench/learn.py's test set, from its cache), so the gap is measured in one run.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -207,7 +213,60 @@ def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = Non
           f"{len(hangul)} Hangul files, in {out}; letters per scene {np.mean([sum(r[2:]) for r in rows]):.1f}")
 
 
+_WORKER: dict = {}
+
+
+def _folder_init(fonts: Path, only: list[str] | None) -> None:
+    _WORKER["latin"], _WORKER["hangul"] = load_fonts(fonts, only)
+
+
+def _folder_render(job: tuple[Path, int, int]) -> list[int]:
+    """Render scene `index` (rng [seed, index], font by index as `make` picks) into `path`."""
+    path, seed, index = job
+    latin, hangul = _WORKER["latin"], _WORKER["hangul"]
+    families = sorted(latin)
+    image, labels = render(np.random.default_rng([seed, index]), latin[families[index % len(families)]], hangul)
+    Image.fromarray(image, "L").save(path)
+    return [index, *labels.tolist()]
+
+
+def folder(out: Path, fonts: Path, n_train: int, n_test: int, seed: int, workers: int,
+           only: list[str] | None = None) -> None:
+    """The competition's layout under `out`: train indices 0..n_train-1, test after them (as the
+    real data numbers them), every scene from rng [seed, index]."""
+    from multiprocessing import Pool
+
+    load_fonts(fonts, only)  # fail here, once, on a bad font folder
+    splits = {"dirty_mnist_2nd": range(n_train), "test_dirty_mnist_2nd": range(n_train, n_train + n_test)}
+    rows = {}
+    with Pool(workers, _folder_init, (fonts, only)) as pool:
+        for name, indices in splits.items():
+            (out / name).mkdir(parents=True, exist_ok=True)
+            jobs = [(out / name / f"{i:05d}.png", seed, i) for i in indices]
+            rows[name] = pool.map(_folder_render, jobs, chunksize=64)
+    header = ["index", *LETTERS]
+    tables = {"dirty_mnist_2nd_answer.csv": rows["dirty_mnist_2nd"],
+              "test_answer.csv": rows["test_dirty_mnist_2nd"],
+              "sample_submission.csv": [[r[0]] + [0] * 26 for r in rows["test_dirty_mnist_2nd"]]}
+    for name, body in tables.items():
+        tmp = out / (name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *body])
+        tmp.replace(out / name)
+    print(f"{n_train} train and {n_test} test scenes in {out} (competition layout, seed {seed})")
+
+
 def read_set(out: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels, font per image) of a `make` set, or of a `folder`'s test split (its
+    fonts unnamed: one column)."""
+    if not (out / "labels.csv").is_file() and (out / "test_answer.csv").is_file():
+        with open(out / "test_answer.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        if rows[0] != ["index", *LETTERS]:
+            raise SystemExit(f"{out / 'test_answer.csv'}: columns are not index,a..z")
+        images = np.stack([np.asarray(Image.open(out / "test_dirty_mnist_2nd" / f"{int(r[0]):05d}.png"))
+                           for r in rows[1:]])
+        return images, np.array([[int(v) for v in r[1:]] for r in rows[1:]], np.uint8), ["test"] * len(images)
     with open(out / "labels.csv", newline="") as f:
         rows = list(csv.reader(f))
     if rows[0] != ["index", "font", *LETTERS]:
@@ -275,6 +334,14 @@ def main(argv=None) -> int:
                    "e.g. the package's own held-out families, to tell the renderer's part of a gap from the fonts'")
     m.add_argument("--thick", type=float, default=1.0, help="scale of the stroke thickening (0 = the font's own strokes)")
     m.add_argument("--transparent", type=float, default=0.25, help="share of semi-transparent (speckled) letters")
+    d = sub.add_parser("folder", help="a data folder in the competition's layout")
+    d.add_argument("out", type=Path)
+    d.add_argument("--fonts", type=Path, required=True, help="fetch_fonts.py's --dest folder")
+    d.add_argument("--n-train", type=int, default=25000)
+    d.add_argument("--n-test", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=100, help="not 0: `make`'s default set uses seed 0")
+    d.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    d.add_argument("--families", default="", help="only these font folders' letters (comma-separated)")
     s = sub.add_parser("score", help="label accuracy of checkpoints on it")
     s.add_argument("out", type=Path)
     s.add_argument("checkpoints", nargs="+")
@@ -287,6 +354,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "fonts":
         print(",".join(LOOKALIKE_FONTS))
+    elif args.cmd == "folder":
+        folder(args.out, args.fonts, args.n_train, args.n_test, args.seed, args.workers,
+               args.families.split(",") if args.families else None)
     elif args.cmd == "make":
         make(args.out, args.fonts, args.n, args.seed, args.families.split(",") if args.families else None,
              args.thick, args.transparent)

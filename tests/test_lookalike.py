@@ -120,3 +120,20 @@ def test_no_lookalike_font_is_bundled_or_fetched(capsys, monkeypatch):
     assert not extra & (set(lookalike.LOOKALIKE_FONTS) | bundled | set(fetch_fonts.FAMILIES))
     assert lookalike.main(["fonts"]) == 0
     assert capsys.readouterr().out.strip().split(",") == list(lookalike.LOOKALIKE_FONTS)
+
+
+def test_folder_is_a_competition_layout_the_package_reads(tmp_path):
+    from dirtymnist.data.dataset import DataPaths, list_split
+
+    for out, workers in (("a", 1), ("b", 2)):
+        lookalike.folder(tmp_path / out, FONTS, 6, 3, seed=5, workers=workers, only=["caveat", "neucha"])
+    paths = DataPaths.from_root(tmp_path / "a")
+    train, test = list_split(paths, "train"), list_split(paths, "test")
+    assert list(train.index) == list(range(6)) and list(test.index) == [6, 7, 8]
+    assert train.labels.shape == (6, 26) and test.labels.shape == (3, 26)
+    images, labels, _ = lookalike.read_set(tmp_path / "a")  # the test split, as `score` reads it
+    assert images.shape == (3, 256, 256) and np.array_equal(labels, test.labels)
+    assert all(8 <= n <= 14 for n in np.concatenate([train.labels, labels]).sum(1))
+    again, labels_b, _ = lookalike.read_set(tmp_path / "b")  # any number of workers: the same scenes
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_b)
+    assert (tmp_path / "a" / "sample_submission.csv").read_text().splitlines()[1] == "6," + ",".join("0" * 26)
