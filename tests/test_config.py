@@ -92,6 +92,11 @@ def test_default_and_gpu_inherit_instead_of_copying():
     assert text["default"]["base"] == "cpu" and set(text["default"]) == {"base", "pretrained", "image_size", "stages"}
     assert text["gpu"]["base"] == "default"
     assert load_config("default").preset == "default"  # the leaf's name, not the base's
+    # round 21: default's start with every minute on the data folder (BENCHMARKS "Round 21")
+    assert text["finetune"] == {"base": "default", "stages": [{"name": "data", "source": "data", "lr": 0.0003}]}
+    finetune, default = load_config("finetune").to_dict(), load_config("default").to_dict()
+    assert [s["source"] for s in finetune.pop("stages")] == ["data"] and finetune.pop("preset") == "finetune"
+    assert finetune == {k: v for k, v in default.items() if k not in ("stages", "preset")}
 
 
 # --------------------------------------------------------------------------- recipe and run options

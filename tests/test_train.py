@@ -67,7 +67,7 @@ SHRINK = {"seed": ["model=efficientnet_b0", "pretrained="], "winner": ["model=ef
           "gpu": ["model=efficientnet_b0", "pretrained="]}
 
 
-@pytest.mark.parametrize("preset", ["cpu", "default", "winner", "seed", "gpu"])
+@pytest.mark.parametrize("preset", ["cpu", "default", "finetune", "winner", "seed", "gpu"])
 def test_every_preset_builds_and_runs_one_batch(preset):
     cfg = load_config(preset, SHRINK.get(preset, []))
     from dirtymnist.train.engine import to_input
@@ -77,7 +77,7 @@ def test_every_preset_builds_and_runs_one_batch(preset):
                  torch.Generator().manual_seed(0), cfg.augment)
     assert x.shape == (2, cfg.in_chans, cfg.image_size, cfg.image_size)
     assert model(x).shape == (2, 26)
-    assert set(list_presets()) >= {"cpu", "default", "winner", "seed", "gpu"}
+    assert set(list_presets()) >= {"cpu", "default", "finetune", "winner", "seed", "gpu"}
 
 
 def test_competition_presets_are_the_teams_models_from_imagenet_weights():
@@ -88,6 +88,17 @@ def test_competition_presets_are_the_teams_models_from_imagenet_weights():
         "tf_efficientnet_b8.ap_in1k", "imagenet", 1, 256, 0.5)
     assert (gpu.pretrained, gpu.feature_stride, gpu.head) == ("imagenet", 16, "max")
     assert [s["source"] for s in gpu.stages] == ["dense", "dense", "data"]
+
+
+def test_finetune_trains_the_ready_weights_on_the_folder_only(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=20, n_test=2)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(data), "--preset", "finetune", "--run-dir", str(run), "--set", "epochs=1"]) == 0
+    rows = [json.loads(line) for line in (run / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["source"]) for r in rows] == [(0, "data")]  # one stage, the data: no generated scenes
+    ckpt = load_checkpoint(run / "fold0" / "last.pt")
+    assert ckpt["config"]["pretrained_record"].startswith("ready weights dm_fcn_deep.256px13.safetensors")
+    assert ckpt["config"]["image_size"] == 256
 
 
 def test_tiny_fold_end_to_end(tmp_path, make_dataset, capsys):
