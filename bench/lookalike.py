@@ -19,9 +19,10 @@ and OUT/sheet.png (the first 16 scenes). `folder` writes a data folder in the co
 (DATA.md: dirty_mnist_2nd/, its answer CSV, test_dirty_mnist_2nd/, sample_submission.csv, and
 test_answer.csv as the synthetic data has), train and test drawn from the same fonts, as the real
 train and test images come from one pool of hands: a stand-in for a user's data folder, to run the
-whole pipeline (`dirtymnist train DATA`, `predict`, `evaluate`) on scenes we never generated. `score` prints label accuracy (threshold 0.5) per
-checkpoint and TTA, per font, and, with --pool-cache, on the learn bench's 600 held-out-family
-scenes too (bench/learn.py's test set, from its cache), so the gap is measured in one run.
+whole pipeline (`dirtymnist train DATA`, `predict`, `evaluate`) on scenes we never generated.
+`score` prints label accuracy (threshold 0.5) per checkpoint and TTA, per font, and, with
+--pool-cache, on the learn bench's 600 held-out-family scenes too (bench/learn.py's test set, from
+its cache), so the gap is measured in one run.
 """
 
 from __future__ import annotations
@@ -189,6 +190,14 @@ def render(rng, font: Font, hangul: list[Font], thick: float = 1.0,
     return np.round(noise * (1 - canvas.ink) + 255 * canvas.ink).astype(np.uint8), labels
 
 
+def _write_csv(path: Path, rows: list) -> None:
+    """Write `rows` to `path` atomically (a temp file, then a rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    tmp.replace(path)
+
+
 def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = None,
          thick: float = 1.0, transparent: float = 0.25) -> None:
     latin, hangul = load_fonts(fonts, only)
@@ -202,10 +211,7 @@ def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = Non
         Image.fromarray(image, "L").save(out / "images" / f"{i:05d}.png")
         rows.append([i, family, *labels.tolist()])
         images.append(image)
-    tmp = out / "labels.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows([["index", "font", *LETTERS], *rows])
-    tmp.replace(out / "labels.csv")
+    _write_csv(out / "labels.csv", [["index", "font", *LETTERS], *rows])
     if n >= 4:
         sheet = np.vstack([np.hstack(images[r * 4:r * 4 + 4]) for r in range(min(4, n // 4))])
         Image.fromarray(sheet, "L").save(out / "sheet.png")
@@ -249,10 +255,7 @@ def folder(out: Path, fonts: Path, n_train: int, n_test: int, seed: int, workers
               "test_answer.csv": rows["test_dirty_mnist_2nd"],
               "sample_submission.csv": [[r[0]] + [0] * 26 for r in rows["test_dirty_mnist_2nd"]]}
     for name, body in tables.items():
-        tmp = out / (name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *body])
-        tmp.replace(out / name)
+        _write_csv(out / name, [header, *body])
     print(f"{n_train} train and {n_test} test scenes in {out} (competition layout, seed {seed})")
 
 
