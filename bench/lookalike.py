@@ -191,11 +191,11 @@ def render(rng, font: Font, hangul: list[Font], thick: float = 1.0,
 
 
 def _write_csv(path: Path, rows: list) -> None:
-    """Write `rows` to `path` atomically (a temp file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    """Write `rows` to `path` atomically (the package's temp file + rename; the renderer stays our own)."""
+    from dirtymnist.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    tmp.replace(path)
 
 
 def make(out: Path, fonts: Path, n: int, seed: int, only: list[str] | None = None,
