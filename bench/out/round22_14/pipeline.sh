@@ -3,7 +3,7 @@
 # hands. Round 21's stand-in folder drew its scenes from 13 fonts, and the data stage's gain was
 # learning those hands; the real data's letters come from thousands of writers. This folder draws
 # from 51 fonts none of the package's weights ever saw: the 13 look-alike ones plus 38 handwriting
-# fonts fetched for this round (never bundled; not in FAMILIES / WEIGHTS_FAMILIES; the 11 hairline
+# fonts fetched for this round (never bundled; not in FAMILIES / WEIGHTS_FAMILIES; the 10 hairline
 # formal scripts and the one with missing glyphs of the 49 fetched left out, fonts_sheet.png).
 # Same arms, same budgets as round 21:
 #   S+D  default's scenes stage (round 18's seed-1 run from ready.256px13, r18s1.safetensors), then
