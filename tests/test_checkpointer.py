@@ -51,3 +51,25 @@ def test_early_stopping_and_the_time_limit_name_their_reason():
     state.end_epoch(_row(2, 0.5, 0.5, minutes=0.5), "label_acc")
     assert state.stop_reason(timed) == "stopped at the time limit (1.5 min of training)"
     assert state.samples == 200
+
+
+class _Payload:
+    """Pickled, it would run `print` when unpickled: what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        return (print, ("CODE FROM THE FILE RAN",))
+
+
+def test_a_pickled_object_in_a_checkpoint_runs_nothing_and_is_one_line(tmp_path, capfd):
+    import pickle
+    import subprocess
+    import sys
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(pickle.dumps({"model": _Payload(), "config": {}}, protocol=4))
+    proc = subprocess.run([sys.executable, "-m", "dirtymnist", "export", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "CODE FROM THE FILE RAN" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: not a readable checkpoint" in lines[0], proc.stderr

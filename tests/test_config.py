@@ -353,3 +353,32 @@ def test_a_preset_or_override_naming_a_removed_key_is_an_error(tmp_path):
     path = _write(tmp_path / "old.yaml", "base: cpu\nlog_every: 20\n")
     with pytest.raises(ConfigError, match=r"old.yaml: unknown key 'log_every'"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("override, expect", [
+    ("lr=nan", "lr='nan' is not a valid float"),
+    ("lr=.inf", "lr=inf is not a valid float"),
+    ("epochs=true", "epochs=True is not a valid int"),
+    ("weight_decay=-1", "weight_decay must be >= 0"),
+    ("grad_clip=-0.5", "grad_clip must be >= 0"),
+    ("mix_prob=3", "mix_prob must be in [0, 1]"),
+    ("min_lr_ratio=1.5", "min_lr_ratio must be in [0, 1]"),
+])
+def test_numbers_that_would_fail_deep_in_torch_are_refused_at_load(override, expect):
+    with pytest.raises(ConfigError) as e:
+        load_config("cpu", [override])
+    assert str(e.value).startswith(f"--set: {expect}")
+
+
+@pytest.mark.parametrize("content, expect", [
+    (bytes(range(128, 256)) * 8, "not a YAML text file (its bytes are not UTF-8)"),
+    (None, "is a folder, not a preset file"),
+])
+def test_a_preset_that_is_not_text_is_one_line(tmp_path, content, expect):
+    path = tmp_path / "p.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {expect}")):
+        load_config(str(path))

@@ -41,7 +41,7 @@ def test_cli_prints_table(tmp_path, answer, capsys):
     assert "label_acc 1.00000" in out and "| z | 1.0000 |" in out
 
 
-@pytest.mark.parametrize("case", ["columns", "indices", "missing"])
+@pytest.mark.parametrize("case", ["columns", "indices", "missing", "folder"])
 def test_bad_submissions_are_one_line_errors(tmp_path, answer, capsys, case):
     path, labels = answer
     sub = tmp_path / "sub.csv"
@@ -52,9 +52,13 @@ def test_bad_submissions_are_one_line_errors(tmp_path, answer, capsys, case):
     elif case == "indices":
         write_label_csv(sub, range(101, 111), labels)
         needle = "110"
-    else:
+    elif case == "missing":
         sub = tmp_path / "nope.csv"
         needle = "not found"
+    else:  # a data folder given where the submission goes
+        sub = tmp_path / "data"
+        sub.mkdir()
+        needle = "is a folder, expected a label CSV"
     assert cli_main(["evaluate", str(sub), str(path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

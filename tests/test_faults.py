@@ -193,3 +193,37 @@ def test_predict_needs_only_the_test_split_and_train_names_the_missing_one(lab, 
                                         r"dirty_mnist_2nd_answer.csv not found here\)"):
         train(new, load_config("cpu", faults.TINY), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_read_only_folder_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """chmod cannot stop root (CI runs as root), so the refusal the kernel gives is simulated."""
+    import errno
+    import tempfile
+
+    from dirtymnist.atomic import atomic_write_text
+    from dirtymnist.errors import DirtyMnistError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    target = tmp_path / "ro" / "submission.csv"
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(DirtyMnistError) as e:
+        atomic_write_text(target, "x")
+    assert str(e.value).startswith(f"{target}: cannot write here (permission denied)")
+    assert not target.exists()
+
+
+def test_the_cli_turns_an_unwritable_path_into_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from dirtymnist.data import show
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro" / ".claim"))
+
+    monkeypatch.setattr(show, "contact_sheet", refuse)
+    assert cli_main(["show", str(tmp_path), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dirtymnist show: error: {tmp_path / 'ro' / '.claim'}: permission denied; "
+                   "choose another folder or change its permissions"]

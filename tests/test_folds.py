@@ -77,7 +77,7 @@ def test_reuse_and_refusal(labels_only):
         make_folds(paths, k=5)
     msg = str(err.value)
     assert str(path) in msg and "dataset indices missing (100)" in msg
-    assert "indices not in the dataset (0)" in msg and "delete it or pass --out" in msg
+    assert "indices not in the dataset (0)" in msg and "delete it to have the folds made again" in msg
 
 
 def test_refuse_other_k_duplicates_and_missing(labels_only, tmp_path):

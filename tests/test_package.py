@@ -84,3 +84,23 @@ def test_refuses_to_overwrite_a_foreign_folder(tiny_run, tmp_path, capsys):
     assert cli_main(["package", str(run), "--out", str(other), "--data", str(data)]) == 2
     assert "not a submission folder" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_repackage_keeps_the_previous_folder_whole(tiny_run, tmp_path, capsys):
+    data, run = tiny_run
+    out = tmp_path / "submit"
+    assert cli_main(["package", str(run), "--out", str(out), "--data", str(data)]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    broken = tmp_path / "broken_run"
+    shutil.copytree(run, broken)
+    ckpt = broken / "fold1" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a truncated checkpoint: export fails half-way
+    assert cli_main(["package", str(broken), "--out", str(out), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt" in err and "Traceback" not in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no half-built folder left"
+    # and a good repackage replaces it whole
+    assert cli_main(["package", str(run), "--out", str(out), "--data", str(data), "--tta", "none"]) == 0
+    assert json.loads((out / "input/settings.json").read_text())["tta"] == "none"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -42,3 +42,19 @@ def test_contact_sheet_errors(data, tmp_path):
         contact_sheet(tmp_path, out=tmp_path / "x.png")
     with pytest.raises(DataError, match="split"):
         contact_sheet(data, split="valid", out=tmp_path / "x.png")
+
+
+def test_a_missing_image_is_one_line_without_opencv_warnings(data, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    missing = broken / layout.TRAIN_DIR / layout.png_name(2)
+    missing.unlink()
+    proc = subprocess.run([sys.executable, "-m", "dirtymnist", "show", str(broken), "--n", "5",
+                           "--out", str(tmp_path / "s.png")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"dirtymnist show: error: {missing}: image not found"]
+    assert not (tmp_path / "s.png").exists()

@@ -50,3 +50,10 @@ def test_bad_space_is_a_clear_error(tmp_path):
     bad.write_text("learning_rate: {type: float, low: 1, high: 2}\n")
     with pytest.raises(ConfigError, match="not a config key"):
         load_space(bad)
+
+
+def test_a_bad_preset_is_refused_before_the_output_folder_is_made(tmp_path):
+    out = tmp_path / "tune"
+    with pytest.raises(ConfigError):
+        tune(tmp_path, "no_such_preset", trials=1, budget_minutes=0.1, out=out)
+    assert not out.exists()

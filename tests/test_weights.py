@@ -265,3 +265,22 @@ def test_tagged_ready_weights_load_by_tag_and_a_missing_tag_is_one_line(monkeypa
         build_model(load_config("cpu", ["model=dm_fcn_tiny", "pretrained=ready.256px"]), 26)
     assert str(err.value) == ("pretrained=ready.256px: the package has no such weights for model "
                               "dm_fcn_tiny (tagged ready weights for it: ready.192px; plain `ready` for: none)")
+
+
+def test_train_refused_for_weights_that_do_not_fit_records_nothing(tmp_path, capsys):
+    """A refused start writes no config.yaml, so the corrected command is not refused in turn."""
+    from conftest import train_argv, write_dataset
+    from safetensors.torch import save_file
+
+    from dirtymnist.cli import main as cli_main
+
+    data = write_dataset(tmp_path / "data", n_train=16, n_test=4)
+    path = tmp_path / "other.safetensors"
+    save_file({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8)}, str(path))
+    run = tmp_path / "run"
+    tiny = [f"model={MODEL}", "head=timm", "image_size=32", "epochs=1", "batch_size=8", "stages=[]"]
+    assert cli_main(train_argv(data, run, [*tiny, f"pretrained={path}"])) == 2
+    assert "weights do not fit model" in capsys.readouterr().err
+    assert not (run / "config.yaml").exists() and not (run / "run.json").exists()
+    assert cli_main(train_argv(data, run, [*tiny, "pretrained="])) == 0
+    assert (run / "config.yaml").is_file()

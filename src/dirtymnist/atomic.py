@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dirtymnist.errors import DirtyMnistError
 from dirtymnist.space import maybe_inject_enospc, nth_call, space_errors
 
 
@@ -22,11 +23,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps a meaningful extension on the temp name (np.save adds `.npy` otherwise).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path, suffix)
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         # a full disk ends in one line naming `path`; the temp file goes, the old file stays
         with space_errors(path):
@@ -42,7 +40,25 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _umask() -> int:
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse now, in one line, when `path` could not be written later (a read-only folder),
+    rather than after the minutes of work that make it."""
+    _temp_beside(Path(path), "").unlink()
+
+
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """An empty temp file in `path`'s folder (made if missing); a read-only folder is a one-line error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise DirtyMnistError(f"{path}: cannot write here ({exc.strerror.lower()}); "
+                              "choose another folder or change its permissions") from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

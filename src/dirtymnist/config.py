@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -288,6 +289,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if isinstance(value, bool) and isinstance(default, (int, float)):
+            raise ValueError(value)  # YAML's true/on is no number: `epochs: true` would train 1 epoch
         if isinstance(default, int):
             if key == "in_chans" and value == "auto":
                 return AUTO_CHANS
@@ -295,7 +298,10 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
                 raise ValueError(value)
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan / inf pass every range check and fail deep in torch
+                raise ValueError(value)
+            return number
         if isinstance(default, str):
             if isinstance(value, bool) and key in ("amp", "channels_last"):  # YAML 1.1: bare on/off
                 return "on" if value else "off"
@@ -332,6 +338,10 @@ def _settle_in_chans(cfg: TrainConfig, source: Callable[[str], str]) -> None:
                           f"got {cfg.in_chans}")
 
 
+# float keys where a negative value means nothing (0 = off for most of them)
+_NON_NEGATIVE = ("weight_decay", "warmup_epochs", "grad_clip", "time_limit", "checkpoint_minutes", "drop_rate")
+
+
 def _validate(cfg: TrainConfig, source: Callable[[str], str]) -> None:
     for key, choices in CHOICES.items():
         check_choice(source(key), key, getattr(cfg, key), choices)
@@ -341,6 +351,12 @@ def _validate(cfg: TrainConfig, source: Callable[[str], str]) -> None:
             raise ConfigError(f"{source(key)}: {key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise ConfigError(f"{source('lr')}: lr must be > 0, got {cfg.lr}")
+    for key in _NON_NEGATIVE:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{source(key)}: {key} must be >= 0, got {getattr(cfg, key)}")
+    for key in ("mix_prob", "min_lr_ratio"):
+        if not 0 <= getattr(cfg, key) <= 1:
+            raise ConfigError(f"{source(key)}: {key} must be in [0, 1], got {getattr(cfg, key)}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"{source('ema')}: ema must be in [0, 1), got {cfg.ema}")
     if cfg.distill < 0 or (cfg.distill > 0 and not cfg.teacher):
@@ -428,6 +444,10 @@ def read_yaml_mapping(path: Path, what: str = "preset") -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (its bytes are not UTF-8)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what} file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:

@@ -8,6 +8,7 @@ and the data commands start without importing torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -16,6 +17,9 @@ from dirtymnist import __version__
 from dirtymnist.errors import DirtyMnistError
 
 # Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
+# errnos that mean "not allowed here": the user's setup, not a bug, so one line instead of a traceback
+_NO_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
 _GROUPS = ("data", "synth", "training", "search", "squeeze", "inference", "look", "serve", "delivery")
 
 
@@ -44,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except DirtyMnistError as exc:
         print(f"dirtymnist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _NO_ACCESS:
+            raise
+        # a folder or file we may not write or read (read-only mount, another user's run folder)
+        print(f"dirtymnist {args.command}: error: {exc.filename or '?'}: {exc.strerror.lower()}; "
+              "choose another folder or change its permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dirtymnist {args.command}: interrupted", file=sys.stderr)

@@ -147,6 +147,8 @@ def read_label_csv(path: str | os.PathLike) -> LabelTable:
     Columns may come in any order; `labels` is returned in a..z order.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a label CSV (index,a,...,z)")
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     try:

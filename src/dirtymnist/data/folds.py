@@ -209,7 +209,7 @@ def _check_k(path: Path, fold: np.ndarray, k: int | None) -> None:
 def _check_existing(path: Path, dataset_index: np.ndarray, k: int,
                     subset: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Validate an existing folds file for reuse; refuse (DataError) when it does not fit."""
-    hint = "delete it or pass --out to write a new one"
+    hint = "delete it to have the folds made again (`dirtymnist folds --out FILE` writes them elsewhere)"
     try:
         index, fold = read_folds(path)
         if subset:

@@ -89,9 +89,11 @@ def _read_captions(path: Path) -> dict[int, str]:
 
 
 def _tile(path: Path, caption: str) -> np.ndarray:
+    if not path.is_file():  # checked first: OpenCV would print its own warning about it
+        raise DataError(f"{path}: image not found")
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise DataError(f"{path}: missing or unreadable image")
+        raise DataError(f"{path}: not a readable image (corrupt or not a PNG)")
     h, w = image.shape
     strip = Image.new("L", (w, _CAPTION), 255)
     ImageDraw.Draw(strip).text((2, 2), caption, fill=0, font=ImageFont.load_default())

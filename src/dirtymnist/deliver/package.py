@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from dirtymnist import layout
-from dirtymnist.atomic import atomic_path, atomic_write_text
+from dirtymnist.atomic import atomic_path, atomic_write_text, check_writable, current_umask
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.rundir import RunDir, model_files, model_name
 
@@ -135,10 +136,24 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
         plan.files.append(("input/sample_submission.csv", sample.stat().st_size))
         return plan
 
-    if out.exists() and any(out.iterdir()):
-        if not (out / "main.py").is_file():
-            raise ConfigError(f"{out}: exists and is not a submission folder; choose another --out")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not (out / "main.py").is_file():
+        raise ConfigError(f"{out}: exists and is not a submission folder; choose another --out")
+    # built beside `out`, then swapped in: a failure half-way (a bad checkpoint, a full disk)
+    # leaves the previous submission folder whole and no half-built one
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.building.", dir=out.parent))
+    try:
+        _assemble(build, pkg_files, src_pkg, models, sample, settings, base_image)
+        _swap_in(build, out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    plan.files = [(str(p.relative_to(out)), p.stat().st_size) for p in sorted(out.rglob("*")) if p.is_file()]
+    return plan
+
+
+def _assemble(out: Path, pkg_files, src_pkg: Path, models, sample: Path, settings: dict, base_image: str) -> None:
+    """Write the whole submission folder into `out` (an empty folder)."""
     (out / MODELS).mkdir(parents=True)
     (out / "output").mkdir()
     for p in pkg_files:
@@ -153,8 +168,21 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     atomic_write_text(out / "Dockerfile", DOCKERFILE.format(base_image=base_image))
     atomic_write_text(out / "main.py", MAIN_PY)
     (out / "data").mkdir(exist_ok=True)
-    plan.files = [(str(p.relative_to(out)), p.stat().st_size) for p in sorted(out.rglob("*")) if p.is_file()]
-    return plan
+    os.chmod(out, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual permissions
+
+
+def _swap_in(build: Path, out: Path) -> None:
+    """Rename the finished `build` folder to `out`; a previous `out` is moved aside, then removed."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old)  # rename(2) of a folder over an empty folder
+        else:
+            out.rmdir()
+    os.replace(build, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_weights(ckpt: Path, target_stem: Path) -> None:

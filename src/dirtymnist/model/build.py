@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from dirtymnist.errors import ConfigError
+from dirtymnist.model.safeload import torch_load_safe
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch_load_safe(path)
     except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
         raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -187,6 +188,16 @@ def _adapt_stem(chans: int, weight: torch.Tensor, adapt_input_conv) -> torch.Ten
         return adapt_input_conv(chans, weight)
     except (NotImplementedError, RuntimeError, ValueError):
         return weight  # left as is: the shape check then skips it
+
+
+def check_weights_fit(cfg, num_classes: int) -> None:
+    """Build the model once when its start is a local weights file (ours or timm-format), so a
+    file that does not fit is refused before a run records anything; hub weights are left to
+    `weights.settle` and the real build."""
+    from dirtymnist.model import weights
+
+    if weights.resolve(cfg).kind in ("own_file", "timm_file"):
+        build_model(cfg, num_classes)
 
 
 def load_own(model: LetterNet, path: str | Path) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from dirtymnist.atomic import atomic_path
 from dirtymnist.errors import ConfigError
+from dirtymnist.model.safeload import torch_load_safe
 from dirtymnist.space import ensure_free
 
 
@@ -30,7 +31,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch_load_safe(path, map_location)
     except Exception as exc:  # noqa: BLE001 - truncated file, foreign pickle, ...
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

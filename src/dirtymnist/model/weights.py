@@ -178,9 +178,9 @@ def _tensor_keys(path: Path) -> set[str]:
 
             with safe_open(str(path), framework="pt") as f:
                 return set(f.keys())
-        import torch
+        from dirtymnist.model.safeload import torch_load_safe
 
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load_safe(path)
     except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
         raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -102,13 +102,13 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     space = load_space(space)
     overrides = list(overrides or [])
     if subset and not any(o.startswith("subset=") for o in overrides):
         overrides.append(f"subset={subset}")
-    base = load_config(preset, overrides)  # fail early on bad overrides
+    base = load_config(preset, overrides)  # fail early on bad overrides, before OUT is made
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     job = _Job(data_dir=str(data_dir), preset=preset, overrides=overrides, space=space,
                storage=storage or f"sqlite:///{(out / 'study.db').absolute()}",
                shared=storage is not None, study=study_name or Path(preset).stem, out=str(out.absolute()),

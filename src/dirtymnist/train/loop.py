@@ -20,7 +20,8 @@ import torch
 from dirtymnist.arrays import positions
 from dirtymnist.config import TrainConfig
 from dirtymnist.errors import ConfigError
-from dirtymnist.model.build import check_input_size
+from dirtymnist.layout import LETTERS
+from dirtymnist.model.build import check_input_size, check_weights_fit
 from dirtymnist.model.precision import choose_device
 from dirtymnist.model.precision import describe as describe_precision
 from dirtymnist.model.weights import settle as settle_weights
@@ -77,6 +78,8 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
     cfg = settle_pseudo(cfg)  # the pseudo-label file named by its content
     if dist.is_main():  # refuse another config or data folder before any work
         runfolder.check_run(run, cfg, data_dir, force=force)
+        if not run.config.exists():  # a start that does not fit the model: refused before config.yaml
+            check_weights_fit(cfg, len(LETTERS))
     split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
     pseudo = load_pseudo(cfg, data_dir, cache_dir)  # confident test images, or None
     with contextlib.ExitStack() as held:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dirtymnist.atomic import atomic_path
+from dirtymnist.atomic import atomic_path, check_writable
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
 from dirtymnist.layout import LETTERS
@@ -53,6 +53,7 @@ def pretrain(out, *, minutes: float | None = None, steps: int | None = None, mod
     if (minutes is None) == (steps is None):
         raise ConfigError("pretrain: give exactly one of minutes or steps")
     cfg = load_config(preset, [*(overrides or []), *([f"model={model}"] if model else [])])
+    check_writable(out)  # before the minutes of training, not after them
     train_fams, held_out = split_families(0.2, seed=0)
     fams = {} if families == "all" else {"families": list(train_fams)}
     cfg = dataclasses.replace(
