@@ -16,10 +16,10 @@ import sys
 from dirtymnist import __version__
 from dirtymnist.errors import DirtyMnistError
 
-# Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
 # errnos that mean "not allowed here": the user's setup, not a bug, so one line instead of a traceback
 _NO_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
+# Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
 _GROUPS = ("data", "synth", "training", "search", "squeeze", "inference", "look", "serve", "delivery")
 
 

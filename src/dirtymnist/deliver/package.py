@@ -140,8 +140,7 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
         raise ConfigError(f"{out}: exists and is not a submission folder; choose another --out")
     # built beside `out`, then swapped in: a failure half-way (a bad checkpoint, a full disk)
     # leaves the previous submission folder whole and no half-built one
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
+    check_writable(out)  # makes out's parent; a read-only one is one line naming `out`
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.building.", dir=out.parent))
     try:
         _assemble(build, pkg_files, src_pkg, models, sample, settings, base_image)
