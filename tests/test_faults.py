@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import faultkit as faults
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import faults  # noqa: E402
 
 from dirtymnist import space  # noqa: E402
 from dirtymnist.cli import main as cli_main  # noqa: E402

@@ -219,7 +219,7 @@ def test_ready_weights_load_the_packaged_file_and_say_so():
 
     from dirtymnist.model.weights import READY_DIR, ready_models
 
-    assert "dm_fcn" in ready_models()
+    assert "dm_fcn_deep" in ready_models()
     for model in ready_models():
         cfg = load_config("cpu", [f"model={model}", "pretrained=ready"])
         net = build_model(cfg, 26)
