@@ -25,8 +25,9 @@ import torch
 
 from dirtymnist.config import load_config
 from dirtymnist.model.build import build_model
+from dirtymnist.model.precision import autocast_context
+from dirtymnist.model.transforms import to_input
 from dirtymnist.train.build import build_grad_scaler, build_optimizer
-from dirtymnist.train.engine import autocast_context, to_input
 from dirtymnist.train.losses import build_loss
 
 

@@ -4,7 +4,7 @@
     .venv/bin/python bench/infer.py --set model=resnet18  # any override of the preset
     .venv/bin/python bench/infer.py --no-compile          # skip torch.compile
 
-Every engine starts from uint8 (B, 256, 256) images: preprocessing (`engine.to_input`) is timed
+Every engine starts from uint8 (B, 256, 256) images: preprocessing (`transforms.to_input`) is timed
 too, as `predict` pays it. Engines: torch eager, torch channels_last, torch.compile (in a child
 process with a time limit: skipped if it cannot compile quickly), onnxruntime (CPU). Images/s
 at batch 1 and 64; then each TTA preset's time relative to `none` (torch eager, batch 16).
@@ -27,8 +27,7 @@ import torch
 
 from dirtymnist.config import load_config
 from dirtymnist.model.build import build_model
-from dirtymnist.model.transforms import TTA_PRESETS
-from dirtymnist.train.engine import to_input
+from dirtymnist.model.transforms import TTA_PRESETS, to_input
 
 CPU = torch.device("cpu")
 

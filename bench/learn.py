@@ -238,7 +238,7 @@ def run(args) -> None:
     import torch
 
     from dirtymnist.rundir import FoldDir
-    from dirtymnist.train.loop import train_fold
+    from dirtymnist.train.loop import FoldContext, train_fold
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -265,7 +265,7 @@ def run(args) -> None:
             shutil.rmtree(run_dir)
         loads = []
         fold = FoldDir(run_dir, 0)
-        train_fold(cfg, split, train_rows, val_rows, fold, torch.device("cpu"), force=True)
+        train_fold(FoldContext(cfg, torch.device("cpu"), force=True), split, train_rows, val_rows, fold)
         rows = fold.read_metrics()
         loads.append(os.getloadavg()[0])
         t = np.cumsum([r["data_time"] + r["step_time"] for r in rows]) / 60

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dirtymnist import layout
 from dirtymnist.data.synth import write_dataset
-from dirtymnist.deliver.package import MODELS, package
+from dirtymnist.deliver.package import MODELS, PackageOptions, package
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         write_dataset(data, 32, args.n_test, seed=99)
         print(f"generated {args.n_test} test images in {time.perf_counter() - t0:.0f}s (not counted)")
     submit = out / "submit"
-    plan = package([args.run], submit, data_dir=data, tta=args.tta)
+    plan = package([args.run], submit, options=PackageOptions(data_dir=data, tta=args.tta))
     size = sum(f.stat().st_size for f in submit.rglob("*") if f.is_file())
     weights = sum(f.stat().st_size for f in (submit / MODELS).glob("*.safetensors"))
     test_dir = submit / "data" / layout.TEST_DIR

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from dirtymnist.config import load_config
+from dirtymnist.model.batches import CachedBatches, EpochDraw, make_loader
 from dirtymnist.model.build import build_model
-from dirtymnist.train.engine import to_input
-from dirtymnist.train.sources import CachedBatches, make_loader
+from dirtymnist.model.transforms import to_input
 
 
 class TeamDataset(Dataset):
@@ -51,7 +51,7 @@ def _batches_team(images3, labels, batch_size):
 
 
 def _batches_ours(images, labels, batch_size, cfg, epoch=0):
-    ds = CachedBatches(images, labels, np.arange(len(images)), batch_size, seed=0, epoch=epoch)
+    ds = CachedBatches(images, labels, np.arange(len(images)), batch_size, EpochDraw(0, epoch))
     for i, (x, y) in enumerate(make_loader(ds, 0, 0, False)):
         g = torch.Generator().manual_seed(i)
         yield to_input(x, cfg, torch.device("cpu"), g, cfg.augment), y

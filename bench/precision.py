@@ -45,8 +45,7 @@ def train_steps_per_minute(cfg, batch: int, steps: int = 10, teacher: str = "") 
     """Training steps per minute of `cfg`'s net on this CPU now, run as training runs it
     (the precision and memory format `auto` resolves to). Used to plan staged benchmarks.
     teacher: also a gradient-free forward pass of this net each step (distillation, `distill`)."""
-    from dirtymnist.model.precision import use_channels_last
-    from dirtymnist.train.engine import autocast_context
+    from dirtymnist.model.precision import autocast_context, use_channels_last
 
     cpu = torch.device("cpu")
     model = build_model(cfg, 26)

@@ -23,14 +23,14 @@ TRIAL = ["model=dm_fcn", "stages=[]", "epochs=2", "image_size=64", "batch_size=3
 
 def run(data: Path, out: Path, workers: int, trials: int) -> dict:
     from dirtymnist.rundir import RunDir
-    from dirtymnist.search.tune import tune
+    from dirtymnist.search.tune import TuneOptions, tune
 
     space = out / "space.yaml"
     out.mkdir(parents=True, exist_ok=True)
     space.write_text(SPACE)
     t0 = time.perf_counter()
-    r = tune(data, "cpu", trials=trials, budget_minutes=30, overrides=TRIAL, space=space,
-             out=out, subset=0, workers=workers)
+    r = tune(data, "cpu", out=out, options=TuneOptions(trials=trials, budget_minutes=30, overrides=TRIAL, space=space,
+                                                     subset=0, workers=workers))
     seconds = time.perf_counter() - t0
     epochs = sum(len(RunDir(p).fold(0).read_metrics()) for p in out.glob("cpu/trial-*"))
     return {"workers": workers, "seconds": round(seconds, 1), "complete": r.n_complete,

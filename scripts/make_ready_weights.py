@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from dirtymnist.model.weights import ready_path
-from dirtymnist.train.pretrain import pretrain, save_weights
+from dirtymnist.train.pretrain import PretrainOptions, pretrain, save_weights
 
 
 def main(argv=None) -> int:
@@ -48,8 +48,8 @@ def main(argv=None) -> int:
             p.error(f"{args.from_checkpoint}: a {ckpt['config']['model']} checkpoint, not {args.model}")
         path = save_weights(ckpt["model"], out)
     else:
-        path = pretrain(out, minutes=args.minutes, model=args.model, preset="scratch",
-                        families=args.families)
+        path = pretrain(out, PretrainOptions(minutes=args.minutes, model=args.model, preset="scratch",
+                                             families=args.families))
     print(f"{path}: {path.stat().st_size / 1e6:.2f} MB, model {args.model}, "
           f"{(time.perf_counter() - t0) / 60:.1f} min")
     return 0

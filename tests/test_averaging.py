@@ -11,9 +11,8 @@ from conftest import train_argv, write_dataset
 
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
-from dirtymnist.infer.average import average_run
 from dirtymnist.model.checkpoint import load_checkpoint, load_model
-from dirtymnist.train.averaging import mean_state_dict
+from dirtymnist.train.averaging import average_run, mean_state_dict
 
 # test_resnet has batch norm; 3 epochs kept, the last 2 averaged by SWA
 TINY = ["model=test_resnet", "stages=[]", "image_size=32", "epochs=3", "batch_size=8", "folds_k=2",
@@ -40,12 +39,11 @@ def _label_accuracy(model, data, fold) -> float:
     from dirtymnist.arrays import positions, sigmoid
     from dirtymnist.data.cache import open_split
     from dirtymnist.metrics import label_accuracy
-    from dirtymnist.train.engine import predict_logits
-    from dirtymnist.train.sources import CachedBatches, make_loader
+    from dirtymnist.model.batches import in_order, make_loader, predict_logits
 
     split = open_split(data / ".dirtymnist_cache", "train")
     rows = positions(split.index, np.load(fold / "oof_index.npy"))
-    batches = CachedBatches(split.images, split.labels, rows, 64, shuffle=False, drop_last=False)
+    batches = in_order(split.images, split.labels, rows)
     _, cfg, _ = load_model(fold / "swa.pt")
     logits = predict_logits(model, make_loader(batches, 0, 0, False), cfg, torch.device("cpu"))
     return label_accuracy(sigmoid(logits) > 0.5, split.labels[rows])

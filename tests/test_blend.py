@@ -13,7 +13,7 @@ from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
 from dirtymnist.infer.blend import blend, fit_weights, simplex_grid
 from dirtymnist.infer.ensemble import combine
-from dirtymnist.infer.predict import ensemble, predict
+from dirtymnist.infer.predict import PredictOptions, ensemble, predict
 from dirtymnist.infer.thresholds import load_oof, oof_targets
 from dirtymnist.metrics import label_accuracy
 from dirtymnist.submission import align_to, load_probs
@@ -91,16 +91,16 @@ def test_blend_file_drives_predict_ensemble_and_package(tmp_path, monkeypatch):
     blend_file = tmp_path / "blend.json"
     weights = [0.25, 0.75]
     blend_file.write_text(json.dumps({"runs": [str(run), str(run)], "weights": weights, "average": "logit"}))
-    got = predict([run, run], data, blend=blend_file, out=tmp_path / "b.csv")
-    want = predict([run, run], data, weights=weights, average="logit")
+    got = predict([run, run], data, out=tmp_path / "b.csv", options=PredictOptions(blend=blend_file))
+    want = predict([run, run], data, options=PredictOptions(weights=weights, average="logit"))
     assert np.allclose(got.probs, want.probs, atol=1e-6)
     probs, _ = load_probs(tmp_path / "b.probs.npy")
     ens = ensemble([tmp_path / "b.probs.npy"] * 2, data, blend=blend_file)
     assert np.allclose(ens.probs, probs, atol=1e-5)
     with pytest.raises(ConfigError, match="not both"):
-        predict([run, run], data, blend=blend_file, weights=[1, 1])
+        predict([run, run], data, options=PredictOptions(blend=blend_file, weights=[1, 1]))
     with pytest.raises(ConfigError, match="fitted for 2 runs"):
-        predict([run], data, blend=blend_file)
+        predict([run], data, options=PredictOptions(blend=blend_file))
     assert cli_main(["package", str(run), str(run), "--blend", str(blend_file), "--tta", "none", "--out",
                      str(tmp_path / "sub")]) == 0
     settings = json.loads((tmp_path / "sub" / "input" / "settings.json").read_text())

@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
 def test_onnxruntime_matches_torch(exported):
     from dirtymnist.infer.loader import open_model
     from dirtymnist.model.checkpoint import load_model
-    from dirtymnist.train.engine import to_input
+    from dirtymnist.model.transforms import to_input
 
     _, run = exported
     onnx_file = run / "fold0" / "best.onnx"
@@ -45,16 +45,16 @@ def test_onnxruntime_matches_torch(exported):
 
 
 def test_predict_with_onnx_engine_matches_torch(exported, tmp_path):
-    from dirtymnist.infer.predict import predict
+    from dirtymnist.infer.predict import PredictOptions, predict
 
     data, run = exported
-    a = predict([run], data, tta="rot90")  # fp32 on any CPU, AMX or not (precision.py)
-    b = predict([run], data, tta="rot90", engine="onnx", out=tmp_path / "sub.csv")
+    a = predict([run], data, options=PredictOptions(tta="rot90"))  # fp32 on any CPU, AMX or not (precision.py)
+    b = predict([run], data, out=tmp_path / "sub.csv", options=PredictOptions(tta="rot90", engine="onnx"))
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-4, rtol=0)
     assert b.members[0].suffix == ".onnx" and (tmp_path / "sub.csv").is_file()
     # zoomed views feed the graph a larger input (its spatial axes are dynamic)
-    za = predict([run], data, tta="rot90_zoom")
-    zb = predict([run], data, tta="rot90_zoom", engine="onnx")
+    za = predict([run], data, options=PredictOptions(tta="rot90_zoom"))
+    zb = predict([run], data, options=PredictOptions(tta="rot90_zoom", engine="onnx"))
     np.testing.assert_allclose(za.probs, zb.probs, atol=1e-4, rtol=0)
     assert not np.allclose(za.probs, a.probs, atol=1e-6)  # the zoomed views count
 

@@ -23,7 +23,7 @@ from dirtymnist import space  # noqa: E402
 from dirtymnist.cli import main as cli_main  # noqa: E402
 from dirtymnist.config import load_config  # noqa: E402
 from dirtymnist.errors import DataError  # noqa: E402
-from dirtymnist.infer.predict import ensemble, predict  # noqa: E402
+from dirtymnist.infer.predict import PredictOptions, ensemble, predict  # noqa: E402
 from dirtymnist.locks import FileLock  # noqa: E402
 from dirtymnist.outputs import verify_set  # noqa: E402
 from dirtymnist.space import SpaceError  # noqa: E402
@@ -108,15 +108,15 @@ def test_disk_full_while_predicting_keeps_the_old_set(lab, full_disk, monkeypatc
     work, data, cache, ref = lab
     disk = full_disk(0, 1)  # no room at all / the first write of the set fails
     fs, out = disk.folder, disk.folder / "sub.csv"
-    predict([ref], data, out=out, cache_dir=cache)  # the old, good set
+    predict([ref], data, out=out, options=PredictOptions(cache_dir=cache))  # the old, good set
     old = {p.name: p.read_bytes() for p in fs.glob("sub*")}
     disk.start()
     if disk.mounted:  # refused up front: the set needs more than is free
         with pytest.raises(SpaceError, match=r"this output set needs [\d.]+ kB, 0 B free there"):
-            predict([ref], data, out=out, cache_dir=cache, thresholds="0.3")
+            predict([ref], data, out=out, options=PredictOptions(cache_dir=cache, thresholds="0.3"))
     monkeypatch.setattr(space, "free_bytes", lambda path: 1 << 40)  # the check passed; then full
     with pytest.raises(SpaceError, match=r"sub.probs.npy: write failed: No space left on device"):
-        predict([ref], data, out=out, cache_dir=cache, thresholds="0.3")
+        predict([ref], data, out=out, options=PredictOptions(cache_dir=cache, thresholds="0.3"))
     assert {p.name: p.read_bytes() for p in fs.glob("sub*")} == old
     assert verify_set(fs / "sub.set.json", "") is not None and not faults.leftovers(fs)
     assert ensemble([fs / "sub.probs.npy"], data).probs.shape == (8, 26)
@@ -125,14 +125,14 @@ def test_disk_full_while_predicting_keeps_the_old_set(lab, full_disk, monkeypatc
 def test_a_kill_between_two_members_of_a_set_is_refused_not_mixed(lab, tmp_path):
     work, data, cache, ref = lab
     out = tmp_path / "sub.csv"
-    predict([ref], data, out=out, cache_dir=cache)
+    predict([ref], data, out=out, options=PredictOptions(cache_dir=cache))
     cmd = [sys.executable, "-m", "dirtymnist", "predict", str(ref), "--data", str(data),
            "--cache-dir", str(cache), "--out", str(out), "--tta", "rot90"]  # other probabilities
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DIRTYMNIST_KILL_AT_WRITE": "2"}  # after probs
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == -signal.SIGKILL
     with pytest.raises(DataError, match="sub.probs.npy: not the probs file committed"):
         ensemble([tmp_path / "sub.probs.npy"], data)  # new probabilities beside the old CSV: refused
-    predict([ref], data, out=out, cache_dir=cache, tta="rot90")  # the rerun repairs it
+    predict([ref], data, out=out, options=PredictOptions(cache_dir=cache, tta="rot90"))  # the rerun repairs it
     assert ensemble([tmp_path / "sub.probs.npy"], data).probs.shape == (8, 26)
     assert not faults.leftovers(tmp_path)
 

@@ -63,13 +63,14 @@ def test_each_head_gives_the_right_shapes(head, model):
 
 
 def test_pretrained_weights_load_into_every_preset(tmp_path):
-    from dirtymnist.train.pretrain import pretrain
+    from dirtymnist.train.pretrain import PretrainOptions, pretrain
 
     for preset in ("cpu", "default", "winner", "seed"):
         shrink = [] if preset in ("cpu", "default") else ["model=efficientnet_b0", "pretrained="]
         model = load_config(preset, shrink).model
-        path = pretrain(tmp_path / f"{preset}.safetensors", steps=1, preset=preset,
-                        overrides=["batch_size=2", "image_size=64", "in_chans=1", *shrink], num_workers=0)
+        options = PretrainOptions(steps=1, preset=preset, num_workers=0,
+                                  overrides=["batch_size=2", "image_size=64", "in_chans=1", *shrink])
+        path = pretrain(tmp_path / f"{preset}.safetensors", options)
         from safetensors.torch import load_file
 
         state = load_file(str(path))
@@ -112,7 +113,7 @@ def test_curriculum_stage_boundary_resumes_bit_exactly(tmp_path, make_dataset):
 
 
 def test_the_glyph_crop_stage_is_reached_through_its_source_and_trains_with_softmax(tmp_path, make_dataset):
-    """`source: glyphs` (glyph_stage.py, an experiment kept out of the core loop) still trains:
+    """`source: glyphs` (stages.glyph_stage, an experiment kept out of the core loop) still trains:
     crops at their own size, a 26-way softmax (its loss starts near ln 26, BCE's near ln 2)."""
     from dirtymnist.train.loop import train
 
@@ -131,9 +132,10 @@ def test_training_scenes_never_repeat_a_dataset_written_with_the_same_seed():
     import numpy as np
 
     from dirtymnist.data.synth import render_scene
+    from dirtymnist.model.batches import EpochDraw
     from dirtymnist.train.sources import SynthBatches
 
-    stage = SynthBatches("synth", {}, 1, 1, seed=0, epoch=0)
+    stage = SynthBatches("synth", {}, 1, 1, EpochDraw(0))
     for index in (0, 1, 4000):
         image, _ = stage._render(index)
         assert not np.array_equal(image, render_scene(0, index).image)

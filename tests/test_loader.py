@@ -13,7 +13,7 @@ from dirtymnist import layout
 from dirtymnist.arrays import sigmoid
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.infer.ensemble import combine, ensemble_probs
+from dirtymnist.infer.ensemble import EnsembleOptions, combine, ensemble_probs
 from dirtymnist.infer.loader import Model, open_model
 from dirtymnist.model.build import build_model
 from dirtymnist.model.checkpoint import save_checkpoint
@@ -91,13 +91,13 @@ def test_ensemble_of_models_is_the_ensemble_of_their_probabilities(tiny_checkpoi
     w = np.stack([np.linspace(0.1, 0.9, 26), np.linspace(0.9, 0.1, 26)])  # (R, 26)
     for average in ("prob", "logit"):
         two = ensemble_probs([[tiny_checkpoint], [tmp_path / "other.json", tiny_checkpoint]], images,
-                             average=average, weights=w)
+                             options=EnsembleOptions(average=average, weights=w))
         np.testing.assert_allclose(two, alone, atol=1e-6)  # every member is the same model
     np.testing.assert_array_equal(combine([alone, alone], [2, 1]), alone)
     with pytest.raises(ConfigError, match="must be 2 non-negative numbers"):
-        ensemble_probs([[tiny_checkpoint], [tiny_checkpoint]], images, weights=[1])
+        ensemble_probs([[tiny_checkpoint], [tiny_checkpoint]], images, options=EnsembleOptions(weights=[1]))
     with pytest.raises(ConfigError, match="average='mean'"):
-        ensemble_probs([[tiny_checkpoint]], images, average="mean")
+        ensemble_probs([[tiny_checkpoint]], images, options=EnsembleOptions(average="mean"))
     with pytest.raises(ConfigError, match="--tta 'd8'"):
         ensemble_probs([[tiny_checkpoint]], images, tta="d8")
 

@@ -8,8 +8,8 @@ import torch
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
+from dirtymnist.train.engine import sam_second_step
 from dirtymnist.train.mixing import mix_batch
-from dirtymnist.train.sam import sam_second_step
 
 
 def _gen(seed=0):

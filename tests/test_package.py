@@ -39,7 +39,7 @@ def test_dry_run_lists_contents_and_writes_nothing(tiny_run, tmp_path, capsys):
 
 def test_folder_runs_like_the_container_and_matches_predict(tiny_run, tmp_path):
     from dirtymnist.infer.evaluate import evaluate_submission
-    from dirtymnist.infer.predict import predict
+    from dirtymnist.infer.predict import PredictOptions, predict
 
     data, run = tiny_run
     out = tmp_path / "submit"
@@ -60,7 +60,7 @@ def test_folder_runs_like_the_container_and_matches_predict(tiny_run, tmp_path):
     proc = subprocess.run([sys.executable, "main.py"], cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sub = out / "output" / "submission.csv"
-    expected = predict([run], data, tta="rot90", thresholds="0.4", out=tmp_path / "ours.csv")
+    expected = predict([run], data, out=tmp_path / "ours.csv", options=PredictOptions(tta="rot90", thresholds="0.4"))
     assert sub.read_text() == (tmp_path / "ours.csv").read_text()
     report = evaluate_submission(sub, data / layout.TEST_ANSWER_CSV)
     assert report.rows == 6 and abs(report.label_acc - expected.score.label_acc) < 1e-12

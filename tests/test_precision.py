@@ -9,7 +9,8 @@ from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
 from dirtymnist.model import precision
 from dirtymnist.model.build import build_model
-from dirtymnist.train.engine import autocast_context, to_input
+from dirtymnist.model.precision import autocast_context
+from dirtymnist.model.transforms import to_input
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

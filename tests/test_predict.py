@@ -13,7 +13,7 @@ from conftest import write_dataset
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.data.dataset import read_label_csv
-from dirtymnist.infer.predict import evaluate_tta, predict, predict_rows
+from dirtymnist.infer.predict import PredictOptions, evaluate_tta, predict, predict_rows
 from dirtymnist.model.transforms import TTA_PRESETS
 from dirtymnist.submission import load_probs, save_probs
 
@@ -54,12 +54,12 @@ def test_ensemble_of_identical_runs_equals_one_run(tiny):
     f0, f1 = run / "fold0" / "best.pt", run / "fold1" / "best.pt"
     one = predict([run], data)
     assert one.probs.shape == (6, 26) and one.probs.dtype == np.float32 and one.members == [f0, f1]
-    two = predict([run, run], data, weights=[2, 1])
+    two = predict([run, run], data, options=PredictOptions(weights=[2, 1]))
     np.testing.assert_allclose(two.probs, one.probs, atol=1e-6)
     # a run is the mean of its folds: the two folds given as two runs make the same ensemble
     np.testing.assert_allclose(predict([f0, f1], data).probs, one.probs, atol=1e-6)
-    logit_one = predict([run], data, average="logit")
-    np.testing.assert_allclose(predict([run, run], data, average="logit").probs, logit_one.probs, atol=1e-6)
+    logit_one = predict([run], data, options=PredictOptions(average="logit"))
+    np.testing.assert_allclose(predict([run, run], data, options=PredictOptions(average="logit")).probs, logit_one.probs, atol=1e-6)
     assert not np.allclose(logit_one.probs, one.probs, atol=1e-9)  # the two averages differ
 
 
@@ -108,9 +108,9 @@ def test_predict_cli_writes_submission_probs_and_ensemble_remakes_it(tiny, tmp_p
 
 def test_fitted_thresholds_and_count_decoding_in_predict(tiny):
     data, run = tiny
-    fitted = predict([run], data, thresholds="fit")
+    fitted = predict([run], data, options=PredictOptions(thresholds="fit"))
     assert fitted.thresholds.source == "fit" and fitted.thresholds.values.shape == (26,)
-    counted = predict([run], data, thresholds="0.5:count")
+    counted = predict([run], data, options=PredictOptions(thresholds="0.5:count"))
     assert counted.pred.sum(1).min() >= 10 and counted.pred.sum(1).max() <= 14
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.train.sources import SynthBatches
+from dirtymnist.model.batches import EpochDraw
+from dirtymnist.train.sources import ScenePool, SynthBatches
 
 SMALL = {"canvas": 64, "height": [12.0, 20.0], "letters": [2, 3], "distractors": [0, 0]}
 HARD = {"letters": [1, 1], "transparent": 1.0}
@@ -16,7 +17,7 @@ def _images(batch) -> np.ndarray:
 
 
 def test_plain_batch_holds_consecutive_scenes_of_its_epoch():
-    src = SynthBatches("synth", SMALL, 4, 3, seed=5, epoch=2)
+    src = SynthBatches("synth", SMALL, 4, 3, EpochDraw(5, 2))
     images = _images(src[1])
     first = (2 * 3 + 1) * 4  # scenes of earlier batches come first
     for j in range(4):
@@ -24,7 +25,7 @@ def test_plain_batch_holds_consecutive_scenes_of_its_epoch():
 
 
 def test_hard_share_puts_hard_scenes_last_in_every_batch():
-    src = SynthBatches("synth", SMALL, 8, 3, seed=5, epoch=1, hard_knobs=HARD, hard_share=0.25)
+    src = SynthBatches("synth", SMALL, 8, 3, EpochDraw(5, 1), ScenePool(hard_knobs=HARD, hard_share=0.25))
     assert src.hard is not None and src.hard.batch_size == 2
     images, labels = src[2][0].numpy(), src[2][1].numpy()
     step = 1 * 3 + 2
@@ -37,7 +38,7 @@ def test_hard_share_puts_hard_scenes_last_in_every_batch():
 
 
 def test_hard_scenes_have_their_own_pool_of_the_same_share():
-    src = SynthBatches("synth", SMALL, 4, 4, seed=1, epoch=0, pool=8, hard_knobs=HARD, hard_share=0.25)
+    src = SynthBatches("synth", SMALL, 4, 4, EpochDraw(1), ScenePool(8, HARD, 0.25))
     assert src.hard.pool == 2
     hard = [src[i][0].numpy()[-1] for i in range(4)]
     assert np.array_equal(hard[0], hard[2]) and np.array_equal(hard[1], hard[3])
@@ -45,9 +46,9 @@ def test_hard_scenes_have_their_own_pool_of_the_same_share():
 
 
 def test_ranks_split_a_mixed_batch_between_them():
-    whole = SynthBatches("synth", SMALL, 4, 2, seed=3, epoch=0, hard_knobs=HARD, hard_share=0.5)[1][0]
-    parts = [SynthBatches("synth", SMALL, 4, 2, seed=3, epoch=0, rank=r, world=2, hard_knobs=HARD,
-                          hard_share=0.5)[1][0] for r in (0, 1)]
+    whole = SynthBatches("synth", SMALL, 4, 2, EpochDraw(3), ScenePool(hard_knobs=HARD, hard_share=0.5))[1][0]
+    parts = [SynthBatches("synth", SMALL, 4, 2, EpochDraw(3, 0, rank=r, world=2),
+                          ScenePool(hard_knobs=HARD, hard_share=0.5))[1][0] for r in (0, 1)]
     assert np.array_equal(whole.numpy()[0::2], parts[0].numpy())
     assert np.array_equal(whole.numpy()[1::2], parts[1].numpy())
 

@@ -57,7 +57,7 @@ def test_tracking_is_off_by_default_and_checked(tmp_path):
 def test_missing_mlflow_gives_a_one_line_hint(tmp_path, monkeypatch):
     import sys
 
-    from dirtymnist.train.tracking import start_tracking
+    from dirtymnist.tracking import start_tracking
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
     cfg = load_config("cpu", {"tracking": "mlflow"})

@@ -70,7 +70,7 @@ SHRINK = {"seed": ["model=efficientnet_b0", "pretrained="], "winner": ["model=ef
 @pytest.mark.parametrize("preset", ["cpu", "default", "finetune", "winner", "seed", "gpu"])
 def test_every_preset_builds_and_runs_one_batch(preset):
     cfg = load_config(preset, SHRINK.get(preset, []))
-    from dirtymnist.train.engine import to_input
+    from dirtymnist.model.transforms import to_input
 
     model = build_model(cfg, 26)
     x = to_input(torch.randint(0, 256, (2, 256, 256), dtype=torch.uint8), cfg, torch.device("cpu"),

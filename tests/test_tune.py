@@ -8,7 +8,7 @@ import pytest
 
 from dirtymnist.config import load_config
 from dirtymnist.errors import ConfigError
-from dirtymnist.search.tune import load_space, tune
+from dirtymnist.search.tune import TuneOptions, load_space, tune
 
 TINY = ["model=test_resnet", "image_size=64", "epochs=2", "batch_size=8", "stages=[]", "folds_k=2"]
 
@@ -20,10 +20,10 @@ def test_search_runs_resumes_and_writes_a_preset(tmp_path, make_dataset):
     space.write_text("lr: {type: float, low: 0.0005, high: 0.005, log: true}\n"
                      "head: {type: categorical, choices: [max, lse]}\n")
     out = tmp_path / "tune"
-    first = tune(data, "cpu", trials=2, budget_minutes=10, overrides=TINY, space=space, out=out, subset=24)
+    first = tune(data, "cpu", out=out, options=TuneOptions(trials=2, budget_minutes=10, overrides=TINY, space=space, subset=24))
     assert first.n_complete == 2
     # same command with a larger total: only the missing trial runs (the study is in SQLite)
-    second = tune(data, "cpu", trials=3, budget_minutes=10, overrides=TINY, space=space, out=out, subset=24)
+    second = tune(data, "cpu", out=out, options=TuneOptions(trials=3, budget_minutes=10, overrides=TINY, space=space, subset=24))
     assert second.n_complete == 3
     study = optuna.load_study(study_name="cpu", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3
@@ -55,5 +55,5 @@ def test_bad_space_is_a_clear_error(tmp_path):
 def test_a_bad_preset_is_refused_before_the_output_folder_is_made(tmp_path):
     out = tmp_path / "tune"
     with pytest.raises(ConfigError):
-        tune(tmp_path, "no_such_preset", trials=1, budget_minutes=0.1, out=out)
+        tune(tmp_path, "no_such_preset", out=out, options=TuneOptions(trials=1, budget_minutes=0.1))
     assert not out.exists()

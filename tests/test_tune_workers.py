@@ -16,7 +16,7 @@ from postgres import PASSWORD, free_port, throwaway_cluster
 from dirtymnist.cli import main as cli_main
 from dirtymnist.errors import ConfigError
 from dirtymnist.search.studies import StorageError, open_storage
-from dirtymnist.search.tune import tune
+from dirtymnist.search.tune import TuneOptions, tune
 
 optuna = pytest.importorskip("optuna")
 TrialState = optuna.trial.TrialState
@@ -127,10 +127,10 @@ def test_a_study_made_with_another_space_is_refused_with_the_difference(tmp_path
     second.write_text("lr: {type: float, low: 0.001, high: 0.005, log: true}\n"
                       "mix: {type: categorical, choices: [none, mixup]}\n")
     out = tmp_path / "tune"
-    made = tune(data, "cpu", trials=0, overrides=TINY, space=first, out=out, subset=0)  # the study only
+    made = tune(data, "cpu", out=out, options=TuneOptions(trials=0, overrides=TINY, space=first, subset=0))  # the study only
     assert made.n_complete == 0 and (out / "study.db").is_file()
     with pytest.raises(ConfigError) as e:
-        tune(data, "cpu", trials=2, overrides=TINY, space=second, out=out, subset=0)
+        tune(data, "cpu", out=out, options=TuneOptions(trials=2, overrides=TINY, space=second, subset=0))
     msg = str(e.value)
     assert "another search space" in msg and "head only in the study" in msg
     assert "mix not in the study" in msg and '"low":0.0005' in msg and '"low":0.001' in msg

@@ -50,9 +50,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "best_metric": ("label_acc", "loss"),  # train/
     "folds_method": ("stratified", "kfold"),  # data/folds.METHODS
     "pseudo_targets": ("hard", "soft"),  # train/pseudo.make_targets
-    "tracking": ("none", "mlflow"),  # train/tracking.start_tracking
+    "tracking": ("none", "mlflow"),  # tracking.start_tracking
 }
-STAGE_SOURCES = ("data", "synth", "dense", "glyphs")  # a stage's `source` (train/sources.py)
+STAGE_SOURCES = ("data", "synth", "dense", "glyphs")  # a stage's `source` (train/stages.py)
 AUTO_CHANS = 0  # in_chans: derived from denoise
 
 # Keys that configs once had and no code reads any more. A stored config (a run's config.yaml,

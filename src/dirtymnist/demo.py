@@ -102,12 +102,12 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
         log.info("TTA chosen on OOF: %s (%s)", tta, ", ".join(
             f"{k} {v['label_acc']:.4f}" for k, v in tta_report.presets.items()))
     with step(f"predict (none; {tta} + thresholds)", str(out / "submission.csv")):
-        from dirtymnist.infer.predict import predict
+        from dirtymnist.infer.predict import PredictOptions, predict
 
-        plain = predict([run], data, tta="none", thresholds="0.5")
-        rot = predict([run], data, tta="rot90", thresholds="0.5") if tta != "rot90" else None
-        best_tta = predict([run], data, tta=tta, thresholds=str(run.thresholds),
-                           out=out / "submission.csv")
+        plain = predict([run], data, options=PredictOptions(tta="none", thresholds="0.5"))
+        rot = predict([run], data, options=PredictOptions(tta="rot90", thresholds="0.5")) if tta != "rot90" else None
+        best_tta = predict([run], data, out=out / "submission.csv",
+                           options=PredictOptions(tta=tta, thresholds=str(run.thresholds)))
         rot = rot or best_tta
     with step("evaluate", str(data / layout.TEST_ANSWER_CSV)):
         from dirtymnist.infer.evaluate import evaluate_submission, score
@@ -131,9 +131,9 @@ def run_demo(out="demo", *, n_train: int = N_TRAIN, n_test: int = N_TEST, preset
 
         build_report(run, data)
     with step("package", str(out / "submit")):
-        from dirtymnist.deliver.package import package
+        from dirtymnist.deliver.package import PackageOptions, package
 
-        package([run], out / "submit", data_dir=data, tta=tta)
+        package([run], out / "submit", options=PackageOptions(data_dir=data, tta=tta))
     return summary
 
 

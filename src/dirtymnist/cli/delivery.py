@@ -39,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _package(args) -> int:
-    from dirtymnist.deliver.package import BASE_IMAGE, package
+    from dirtymnist.deliver.package import BASE_IMAGE, PackageOptions, package
 
-    plan = package(args.runs, args.out, data_dir=args.data, tta=args.tta, thresholds=args.thresholds,
-                   average=args.average, base_image=args.base_image or BASE_IMAGE, dry_run=args.dry_run,
-                   checkpoint=args.checkpoint, blend=args.blend)
+    options = PackageOptions(tta=args.tta, thresholds=args.thresholds, average=args.average, blend=args.blend,
+                             checkpoint=args.checkpoint, data_dir=args.data,
+                             base_image=args.base_image or BASE_IMAGE)
+    plan = package(args.runs, args.out, dry_run=args.dry_run, options=options)
     print(plan.format())
     if args.dry_run:
         print("(dry run: nothing written)")

@@ -126,12 +126,12 @@ def _print_outputs(result) -> None:
 
 
 def _predict(args) -> int:
-    from dirtymnist.infer.predict import predict
+    from dirtymnist.infer.predict import PredictOptions, predict
 
-    result = predict(args.runs, args.data, split=args.split, tta=args.tta, thresholds=args.thresholds,
-                     engine=args.engine, average=args.average, weights=_weights(args.weights),
-                     batch_size=args.batch_size, out=args.out, cache_dir=args.cache_dir,
-                     checkpoint=args.checkpoint, blend=args.blend)
+    options = PredictOptions(tta=args.tta, thresholds=args.thresholds, engine=args.engine, average=args.average,
+                             weights=_weights(args.weights), blend=args.blend, checkpoint=args.checkpoint,
+                             batch_size=args.batch_size, cache_dir=args.cache_dir)
+    result = predict(args.runs, args.data, split=args.split, out=args.out, options=options)
     _print_outputs(result)
     return 0
 

@@ -31,11 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tune(args) -> int:
-    from dirtymnist.search.tune import format_result, tune
+    from dirtymnist.search.tune import TuneOptions, format_result, tune
 
-    result = tune(args.data_dir, args.preset, trials=args.trials, budget_minutes=args.budget_minutes,
-                  overrides=args.overrides, space=args.space, storage=args.storage, out=args.out,
-                  subset=args.subset, study_name=args.study, workers=args.workers,
-                  heartbeat=args.heartbeat)
+    options = TuneOptions(trials=args.trials, budget_minutes=args.budget_minutes, overrides=args.overrides,
+                          space=args.space, subset=args.subset, storage=args.storage, study_name=args.study,
+                          workers=args.workers, heartbeat=args.heartbeat)
+    result = tune(args.data_dir, args.preset, out=args.out, options=options)
     print(format_result(result))
     return 0

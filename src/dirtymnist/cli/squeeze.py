@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _average(args) -> int:
-    from dirtymnist.infer.average import average_run
+    from dirtymnist.train.averaging import average_run
 
     results = average_run(args.run, last=args.last or 0, best=args.best or 0, data_dir=args.data,
                           cache_dir=args.cache_dir, bn=not args.no_bn)

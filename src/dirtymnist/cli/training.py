@@ -50,13 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args) -> int:
-    from dirtymnist.train.pretrain import pretrain
+    from dirtymnist.train.pretrain import PretrainOptions, pretrain
 
     minutes = args.minutes if args.steps is None and args.minutes is not None else None
     if args.steps is None and minutes is None:
         minutes = 10.0
-    path = pretrain(args.out, minutes=minutes, steps=args.steps, model=args.model, preset=args.preset,
-                    overrides=args.overrides, families=args.families)
+    path = pretrain(args.out, PretrainOptions(minutes=minutes, steps=args.steps, preset=args.preset, model=args.model,
+                                              overrides=args.overrides, families=args.families))
     print(path)
     return 0
 

@@ -1,7 +1,7 @@
 """Export fold models to ONNX and run them with onnxruntime: `dirtymnist export RUN --format onnx`.
 
 The graph is the network alone, TTA-free: input `input` float32 (B, in_chans, S, S), the
-*normalised* network input that `engine.to_input` makes from uint8 (B, 256, 256) images; output
+*normalised* network input that `transforms.to_input` makes from uint8 (B, 256, 256) images; output
 `logits` float32 (B, 26). The batch and spatial axes are dynamic (zoomed TTA views run larger inputs: S = the trained size, or larger). Preprocessing (resize, denoise, normalise)
 stays outside the graph: its settings are the training config stored in `NAME.onnx.json` beside
 each model, with the class list, so `predict --engine onnx` needs no checkpoint. Both are
@@ -57,7 +57,7 @@ def export_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
 
 def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset: int = OPSET) -> Exported:
     """Write `target` (.onnx) and its settings beside it; check onnxruntime against torch."""
-    from dirtymnist.train.engine import to_input
+    from dirtymnist.model.transforms import to_input
 
     ckpt, target = Path(ckpt), Path(target)
     source = open_model(ckpt, "cpu")
@@ -88,7 +88,7 @@ def export_checkpoint(ckpt: str | os.PathLike, target: str | os.PathLike, opset:
         "checkpoint": str(ckpt),
         "input": {"name": "input", "dtype": "float32", "shape": ["batch", cfg.in_chans, "height", "width"],
                   "trained_size": cfg.image_size,
-                  "is": "normalised network input: engine.to_input(uint8 (B, 256, 256) images, config)"},
+                  "is": "normalised network input: transforms.to_input(uint8 (B, 256, 256) images, config)"},
         "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(letters)]},
         "opset": opset,
         "letters": list(letters),

@@ -87,22 +87,35 @@ class PackagePlan:
         return "\n".join(lines)
 
 
-def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds: str = "auto",
-            average: str = "prob", base_image: str = BASE_IMAGE, dry_run: bool = False,
-            checkpoint: str = "best", blend: str | os.PathLike | None = None) -> PackagePlan:
-    """Assemble the submission folder from the runs' fold `best.pt` files.
+@dataclass(frozen=True)
+class PackageOptions:
+    """What goes into the submission folder: the TTA preset baked in, thresholds ("auto":
+    RUN/thresholds.json of a single run if present, else 0.5; a number; a thresholds.json path),
+    averaging (or weights fitted by `dirtymnist blend`), which checkpoint of each run, the folder
+    holding sample_submission.csv (default: the run's data), and the Docker base image."""
 
-    thresholds: "auto" (RUN/thresholds.json of a single run if present, else 0.5), a number,
-    or a thresholds.json path. The sample submission comes from `data_dir` (or the run's data).
-    """
+    tta: str = "rot90"
+    thresholds: str = "auto"
+    average: str = "prob"
+    blend: str | os.PathLike | None = None
+    checkpoint: str = "best"
+    data_dir: str | os.PathLike | None = None
+    base_image: str = BASE_IMAGE
+
+
+def package(runs, out="submit", *, dry_run: bool = False,
+            options: PackageOptions = PackageOptions()) -> PackagePlan:
+    """Assemble the submission folder from the runs' fold `best.pt` files (`dry_run`: only
+    list what would go in and its size)."""
     from dirtymnist.infer.thresholds import parse_thresholds, run_thresholds
     from dirtymnist.model.transforms import TTA_PRESETS
 
+    tta, thresholds, average, blend = options.tta, options.thresholds, options.average, options.blend
     if not runs:
         raise ConfigError("give at least one RUN (run directory or checkpoint)")
     if tta not in TTA_PRESETS:
         raise ConfigError(f"--tta {tta!r}; choose from {', '.join(TTA_PRESETS)}")
-    members = [model_files(r, checkpoint=checkpoint) for r in runs]
+    members = [model_files(r, checkpoint=options.checkpoint) for r in runs]
     weights = None
     if blend is not None:  # weights fitted out of fold (`dirtymnist blend`), one (or 26) per run
         from dirtymnist.infer.blend import blend_for_runs
@@ -112,7 +125,7 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
         thr = run_thresholds(runs[0]) if len(runs) == 1 else parse_thresholds("0.5")
     else:
         thr = parse_thresholds(thresholds)
-    sample = _find_sample(runs, data_dir)
+    sample = _find_sample(runs, options.data_dir)
 
     out = Path(out)
     plan = PackagePlan(out)
@@ -143,7 +156,7 @@ def package(runs, out="submit", *, data_dir=None, tta: str = "rot90", thresholds
     check_writable(out)  # makes out's parent; a read-only one is one line naming `out`
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.building.", dir=out.parent))
     try:
-        _assemble(build, pkg_files, src_pkg, models, sample, settings, base_image)
+        _assemble(build, pkg_files, src_pkg, models, sample, settings, options.base_image)
         _swap_in(build, out)
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -225,7 +238,7 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
     import torch
 
     from dirtymnist.errors import DirtyMnistError
-    from dirtymnist.infer.ensemble import ensemble_probs
+    from dirtymnist.infer.ensemble import EnsembleOptions, ensemble_probs
     from dirtymnist.infer.thresholds import load_thresholds
     from dirtymnist.submission import read_submission, write_submission
 
@@ -253,9 +266,10 @@ def run_submission(folder: Path, argv: list[str] | None = None) -> int:
         for m in settings["models"]:
             runs.setdefault(m["run"], []).append(MODELS / f"{m['name']}.json")
         t0 = time.perf_counter()
+        how = EnsembleOptions(average=settings["average"], weights=settings.get("weights"),
+                              batch_size=args.batch_size)
         probs = ensemble_probs([runs[r] for r in sorted(runs)], PngFolder(files), tta=settings["tta"],
-                               average=settings["average"], weights=settings.get("weights"),
-                               batch_size=args.batch_size, device=device)
+                               device=device, options=how)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_submission(args.out, sample.index, thr.apply(probs), sample_csv)
         log.info("wrote %s: %d images, %d models, TTA %s, %.1fs", args.out, len(files),

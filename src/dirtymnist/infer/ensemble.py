@@ -11,7 +11,9 @@ holds them, normalised per letter; none means equal. The letters are then decide
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,19 +25,30 @@ AVERAGES = ("prob", "logit")
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before their logit
 
 
+@dataclass(frozen=True)
+class EnsembleOptions:
+    """How the models' outputs combine: the space averaged in (`AVERAGES`), the runs' weights
+    ((R,) or (R, 26); None: equal), the batch size, and the class list every model must have."""
+
+    average: str = "prob"
+    weights: Any = None
+    batch_size: int = 64
+    letters: Sequence[str] = layout.LETTERS
+
+
 def ensemble_probs(runs: Sequence[Sequence[Path]], images, rows: np.ndarray | None = None, *,
-                   tta: str = "none", average: str = "prob", weights=None, batch_size: int = 64,
-                   device=None, letters: Sequence[str] = layout.LETTERS,
-                   load: Callable | None = None) -> np.ndarray:
+                   tta: str = "none", device=None, load: Callable | None = None,
+                   options: EnsembleOptions = EnsembleOptions()) -> np.ndarray:
     """Ensemble probabilities (len(rows), 26) float32 of `images[rows]` (uint8 (N, 256, 256):
     the cache's memmap, an array, a `PngFolder`); `runs` are groups of model files.
 
     One model is in memory at a time; `load(path, device) -> loader.Model` replaces
     `loader.open_model` (the serve page keeps its models loaded). Every model's class list
-    must be `letters`."""
+    must be `options.letters`."""
     from dirtymnist.infer.loader import open_model, tta_views
     from dirtymnist.model.precision import choose_device
 
+    average, letters = options.average, options.letters
     _check_average(average)
     load = load or open_model
     views = tta_views(tta)
@@ -51,12 +64,12 @@ def ensemble_probs(runs: Sequence[Sequence[Path]], images, rows: np.ndarray | No
                 raise ConfigError(f"{path}: class list {''.join(model.letters)} differs from {against} "
                                   f"{''.join(letters)}; models of an ensemble must share it")
             first = first or path
-            logits = model.logits(images, rows, views, batch_size=batch_size)
+            logits = model.logits(images, rows, views, batch_size=options.batch_size)
             del model
             score = sigmoid(logits) if average == "prob" else logits.astype(np.float64)
             acc = score if acc is None else acc + score
         per_run.append(acc / len(group))
-    return _mean_of_runs(per_run, weights, average)
+    return _mean_of_runs(per_run, options.weights, average)
 
 
 def combine(probs: Sequence[np.ndarray], weights=None, average: str = "prob") -> np.ndarray:

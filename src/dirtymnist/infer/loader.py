@@ -7,7 +7,7 @@
 A `Model` has `letters`, `config` (the TrainConfig its preprocessing needs) and `logits(images,
 rows, views)`: logits (len(rows), K) float32 of uint8 (N, 256, 256) images, the mean over the
 TTA views. The network itself (`net`) is a torch module in eval mode or an `OnnxModel`, which
-takes the same normalised input (`engine.to_input`) and returns the same logits.
+takes the same normalised input (`transforms.to_input`) and returns the same logits.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _read_sidecar(meta: Path, model_file: Path, what: str, fix: str):
 
 # --------------------------------------------------------------------------- ONNX
 class OnnxModel:
-    """An onnxruntime session that looks like the torch model to `engine.predict_logits`."""
+    """An onnxruntime session that looks like the torch model to `batches.predict_logits`."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 0):
         import onnxruntime as ort
@@ -128,11 +128,9 @@ def onnx_meta_path(onnx_path: str | os.PathLike) -> Path:
 def predict_rows(model, cfg, images, rows: np.ndarray, device: torch.device, views=None,
                  batch_size: int = 64, desc: str = "predict") -> np.ndarray:
     """Logits (len(rows), K) float32 of `images[rows]` through network `model`, mean over TTA `views`."""
-    from dirtymnist.train.engine import predict_logits
-    from dirtymnist.train.sources import CachedBatches, make_loader
+    from dirtymnist.model.batches import in_order, make_loader, predict_logits
 
-    batches = CachedBatches(images, None, rows, batch_size, shuffle=False, drop_last=False)
-    loader = make_loader(batches, 0, 0, device.type == "cuda")
+    loader = make_loader(in_order(images, None, rows, batch_size), 0, 0, device.type == "cuda")
     return predict_logits(model, _progress(loader, desc), cfg, device, views=views)
 
 

@@ -27,7 +27,7 @@ import torch
 from dirtymnist import layout
 from dirtymnist.arrays import positions, sigmoid
 from dirtymnist.errors import ConfigError, DataError
-from dirtymnist.infer.ensemble import AVERAGES, combine, ensemble_probs
+from dirtymnist.infer.ensemble import AVERAGES, EnsembleOptions, combine, ensemble_probs
 from dirtymnist.infer.loader import open_model
 from dirtymnist.infer.loader import predict_rows as predict_rows  # bench/ imports it from here
 from dirtymnist.infer.thresholds import Thresholds, decode, parse_thresholds
@@ -54,13 +54,27 @@ class PredictResult:
     score: object | None = None  # evaluate.EvalReport when the split has labels
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict` predicts: TTA preset, thresholds (a number, `NUMBER:count`, a thresholds.json,
+    `fit`, or a `Thresholds`), engine, the ensemble's averaging and weights (or a `blend.json`),
+    which checkpoint of each run, batch size, cache folder and device."""
+
+    tta: str = "none"
+    thresholds: str | float | Thresholds = "0.5"
+    engine: str = "torch"
+    average: str = "prob"
+    weights: Sequence[float] | None = None
+    blend: str | os.PathLike | None = None
+    checkpoint: str = "best"
+    batch_size: int = 64
+    cache_dir: str | os.PathLike | None = None
+    device: str | torch.device | None = None
+
+
 # --------------------------------------------------------------------------- commands
 def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, split: str = "test",
-            tta: str = "none", thresholds: str | float | Thresholds = "0.5", engine: str = "torch",
-            average: str = "prob", weights: Sequence[float] | None = None, batch_size: int = 64,
-            out: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-            device: str | torch.device | None = None, checkpoint: str = "best",
-            blend: str | os.PathLike | None = None) -> PredictResult:
+            out: str | os.PathLike | None = None, options: PredictOptions = PredictOptions()) -> PredictResult:
     """Predict `split` of DATA_DIR with the ensemble of `runs`; write `out` (+ its probs files).
 
     Returns the probabilities, the 0/1 predictions and, when the split has labels (train, or a
@@ -69,29 +83,30 @@ def predict(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike, *, s
     from dirtymnist.data.cache import build_cache, open_split
     from dirtymnist.data.dataset import DataPaths
 
+    o = options
     if not runs:
         raise ConfigError("give at least one RUN (run directory or checkpoint)")
-    _check_choices(tta=tta, engine=engine, average=average, split=split)
-    _check_batch_size(batch_size)
+    _check_choices(tta=o.tta, engine=o.engine, average=o.average, split=split)
+    _check_batch_size(o.batch_size)
     if out is not None:
         check_output_path(out)  # before any compute
-    weights = _check_weights(weights, len(runs))
-    if blend is not None:  # fitted out of fold by `dirtymnist blend`: weights (and average) per run
+    weights, average = _check_weights(o.weights, len(runs)), o.average
+    if o.blend is not None:  # fitted out of fold by `dirtymnist blend`: weights (and average) per run
         from dirtymnist.infer.blend import blend_for_runs
 
-        weights, average = blend_for_runs(blend, runs, weights)
-    members = [model_files(r, engine, checkpoint) for r in runs]  # fail on a missing model before any work
-    thr = parse_thresholds(thresholds, runs, data_dir, weights, average)
+        weights, average = blend_for_runs(o.blend, runs, weights)
+    members = [model_files(r, o.engine, o.checkpoint) for r in runs]  # fail on a missing model before any work
+    thr = parse_thresholds(o.thresholds, runs, data_dir, weights, average)
 
     paths = DataPaths.from_root(data_dir)
-    data = open_split(build_cache(paths, cache_dir=cache_dir, splits=(split,)), split)
-    device = torch.device(device) if device is not None else choose_device(engine)
+    data = open_split(build_cache(paths, cache_dir=o.cache_dir, splits=(split,)), split)
+    device = torch.device(o.device) if o.device is not None else choose_device(o.engine)
     n_models = sum(map(len, members))
     log.info("predicting %d %s images with %d model(s), TTA %s (%d views), %s, on %s",
-             len(data), split, n_models, tta, len(TTA_PRESETS[tta]), engine, device)
+             len(data), split, n_models, o.tta, len(TTA_PRESETS[o.tta]), o.engine, device)
     t0 = time.perf_counter()
-    probs = ensemble_probs(members, data.images, np.arange(len(data)), tta=tta, average=average,
-                           weights=weights, batch_size=batch_size, device=device, letters=data.letters)
+    how = EnsembleOptions(average, weights, o.batch_size, data.letters)
+    probs = ensemble_probs(members, data.images, np.arange(len(data)), tta=o.tta, device=device, options=how)
     log.info("predicted in %.1fs", time.perf_counter() - t0)
     result = PredictResult(index=data.index.astype(np.int64), probs=probs, pred=thr.apply(probs),
                            thresholds=thr, members=[p for g in members for p in g])

@@ -26,7 +26,8 @@ def class_maps(model, cfg, images: np.ndarray, device: torch.device | str = "cpu
                batch_size: int = 32) -> np.ndarray | None:
     """(N, K, h, w) float32 sigmoid of the class maps of uint8 images (N, 256, 256); None
     when the model has no class-map head. No TTA: the maps of the image as it is."""
-    from dirtymnist.train.engine import autocast_context, to_input
+    from dirtymnist.model.precision import autocast_context
+    from dirtymnist.model.transforms import to_input
 
     if not has_class_maps(model):
         return None
@@ -77,7 +78,7 @@ def grad_cam(model, cfg, image: np.ndarray, classes: Sequence[int],
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from dirtymnist.train.engine import to_input
+    from dirtymnist.model.transforms import to_input
 
     if not len(classes):
         return np.zeros((0, cfg.image_size, cfg.image_size), np.float32)

@@ -29,7 +29,7 @@ from dirtymnist.look.explain import explain_worst
 from dirtymnist.look.runs import RunRecord, load_run
 from dirtymnist.metrics import exact_match, label_accuracy, per_letter_stats
 from dirtymnist.rundir import RunDir
-from dirtymnist.train.tracking import log_report
+from dirtymnist.tracking import log_report
 
 log = logging.getLogger(__name__)
 

@@ -66,3 +66,12 @@ def choose_device(engine: str = "torch") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def autocast_context(cfg, device: torch.device, training: bool = True):
+    """The autocast of a forward pass: the dtype `resolve_amp` chose for this device, or none."""
+    amp = resolve_amp(cfg, device, training)
+    if amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

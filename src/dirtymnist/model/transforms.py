@@ -1,4 +1,4 @@
-"""Device-side batched preprocessing, augmentation presets and TTA views.
+"""Device-side batched preprocessing, augmentation presets and TTA views; `to_input`, the network input.
 
 Batches arrive as uint8 (B, H, W) tensors already on the device; everything here is
 batched torch, random per sample, driven by an explicit torch.Generator so that a run is
@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from dirtymnist.model.precision import use_channels_last
 
 IMAGENET_MEAN = 0.449  # grey = mean of ImageNet's RGB means (one channel replicated)
 IMAGENET_STD = 0.226
@@ -48,6 +50,21 @@ def normalize(x: torch.Tensor, cfg) -> torch.Tensor:
         x = (x - 0.5) / 0.5
     if cfg.in_chans == 3:
         x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+def to_input(images: torch.Tensor, cfg, device, g: torch.Generator | None, aug: str) -> torch.Tensor:
+    """uint8 (B, H, W) on any device -> normalised network input on `device`.
+
+    g: the training step's generator, or None for inference (see `precision`: on a CPU only
+    training steps use bf16 / channels_last).
+    """
+    x = preprocess(images.to(device, non_blocking=True), cfg)
+    if g is not None and aug != "none":
+        x = augment(x, aug, g)
+    x = normalize(x, cfg)
+    if use_channels_last(cfg, x.device, training=g is not None):
+        x = x.contiguous(memory_format=torch.channels_last)
     return x
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,32 +88,48 @@ def _suggest(trial, space: dict) -> dict:
     return params
 
 
-def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: float = 60.0,
-         overrides: list[str] | None = None, space: str | Path | None = None,
-         storage: str | None = None, out: str | Path = "runs/tune", subset: int = 2000,
-         study_name: str | None = None, workers: int = 1,
-         heartbeat: int = DEFAULT_HEARTBEAT) -> TuneResult:
-    """Run the study until it holds `trials` finished (complete or pruned) trials.
+@dataclass(frozen=True)
+class TuneOptions:
+    """A search: `trials` finished (complete or pruned) trials wanted, all workers together, within
+    `budget_minutes` of this call; config overrides, the search space file (None: `DEFAULT_SPACE`),
+    the balanced subset size (0 = all); the study's storage URL (None: sqlite in OUT) and name
+    (None: the preset's), worker processes on this host, and the heartbeat in seconds."""
 
-    `workers` processes on this host share it; `tune` commands on other hosts given the same
+    trials: int = 20
+    budget_minutes: float = 60.0
+    overrides: Sequence[str] = ()
+    space: str | Path | None = None
+    subset: int = 2000
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    heartbeat: int = DEFAULT_HEARTBEAT
+
+
+def tune(data_dir, preset: str = "cpu", *, out: str | Path = "runs/tune",
+         options: TuneOptions = TuneOptions()) -> TuneResult:
+    """Run the study until it holds `options.trials` finished (complete or pruned) trials.
+
+    `options.workers` processes on this host share it; `tune` commands on other hosts given the same
     `storage` and `study_name` join the same study. Returns once it is full or the budget is
     spent (counted from this call), then writes OUT/trials.csv and OUT/best.yaml.
     """
     from dirtymnist.config import load_config
 
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    space = load_space(space)
-    overrides = list(overrides or [])
-    if subset and not any(o.startswith("subset=") for o in overrides):
-        overrides.append(f"subset={subset}")
+    o = options
+    if o.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {o.workers}")
+    space = load_space(o.space)
+    overrides = list(o.overrides)
+    if o.subset and not any(item.startswith("subset=") for item in overrides):
+        overrides.append(f"subset={o.subset}")
     base = load_config(preset, overrides)  # fail early on bad overrides, before OUT is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     job = _Job(data_dir=str(data_dir), preset=preset, overrides=overrides, space=space,
-               storage=storage or f"sqlite:///{(out / 'study.db').absolute()}",
-               shared=storage is not None, study=study_name or Path(preset).stem, out=str(out.absolute()),
-               trials=trials, deadline=time.time() + budget_minutes * 60, heartbeat=heartbeat,
+               storage=o.storage or f"sqlite:///{(out / 'study.db').absolute()}",
+               shared=o.storage is not None, study=o.study_name or Path(preset).stem, out=str(out.absolute()),
+               trials=o.trials, deadline=time.time() + o.budget_minutes * 60, heartbeat=o.heartbeat,
                seed=base.seed)
     study = _open_study(job)
     if not study.trials:  # trial 0: the preset's own values, the baseline every trial is read against
@@ -120,10 +137,10 @@ def tune(data_dir, preset: str = "cpu", *, trials: int = 20, budget_minutes: flo
         if baseline:
             study.enqueue_trial(baseline, skip_if_exists=True)
     t0 = time.perf_counter()
-    if workers == 1:
+    if o.workers == 1:
         _work(job, study, worker=0)
     else:
-        _run_workers(job, workers)
+        _run_workers(job, o.workers)
     log.info("tune: %.0fs", time.perf_counter() - t0)
     return _write_outputs(study, out, preset, overrides)
 

@@ -1,5 +1,6 @@
-"""Weight averaging: SWA along a run (`swa_epochs`), and the mechanisms of `dirtymnist average`
-(`average.py`).
+"""Weight averaging: SWA along a run (`swa_epochs`), and the `dirtymnist average RUN --last N |
+--best K` command (`average_run`, as timm's `avg_checkpoints.py`: each fold's kept epoch
+checkpoints, `keep_last`, averaged into `fold{k}/averaged.pt`).
 
 Both write an ordinary checkpoint beside `best.pt` (`fold{k}/swa.pt`, `fold{k}/averaged.pt`)
 that `predict` / `export` / `package` take with `--checkpoint swa|averaged`, and note it in
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,21 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from dirtymnist.atomic import atomic_write_text
 from dirtymnist.errors import ConfigError
+from dirtymnist.model.batches import in_order, make_loader
+from dirtymnist.model.transforms import to_input
 from dirtymnist.rundir import FoldDir, RunDir
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Averaged:
+    """Where an averaged checkpoint came from: its kind (`swa`, `last N`, `best K`), the epochs or
+    files averaged, and its validation metrics (None when not validated)."""
+
+    kind: str
+    sources: list[str]
+    val: dict | None
 
 
 # --------------------------------------------------------------------------- averaging
@@ -45,10 +60,7 @@ def recompute_bn(model: torch.nn.Module, cfg, images, rows: np.ndarray, device: 
                  batch_size: int = 64) -> None:
     """Re-estimate batch-norm running statistics of `model` on memmap `images[rows]`: one pass,
     the network input of inference (no augmentation), a cumulative average (momentum None)."""
-    from dirtymnist.train.engine import to_input
-    from dirtymnist.train.sources import CachedBatches
-
-    batches = CachedBatches(images, None, rows, batch_size, shuffle=False, drop_last=False)
+    batches = in_order(images, None, rows, batch_size)
 
     def inputs():
         for i in range(len(batches)):
@@ -62,29 +74,30 @@ def recompute_bn(model: torch.nn.Module, cfg, images, rows: np.ndarray, device: 
 
 # --------------------------------------------------------------------------- writing
 def save_averaged(model_state: dict, ema_state: dict | None, *, cfg, letters, fold: int, epoch: int,
-                  kind: str, sources: list[str], val: dict | None, path: Path) -> None:
+                  origin: Averaged, path: Path) -> None:
     """An ordinary checkpoint (what predict / export / package read) plus where it came from."""
     from dirtymnist.model.checkpoint import save_checkpoint
 
     save_checkpoint({
         "model": model_state, "ema": ema_state, "config": cfg.to_dict(), "letters": list(letters),
-        "fold": fold, "epoch": epoch, "best": val, "averaged": {"kind": kind, "from": sources},
+        "fold": fold, "epoch": epoch, "best": origin.val,
+        "averaged": {"kind": origin.kind, "from": origin.sources},
     }, path)
-    note_checkpoint(path.parent.parent, path, kind, sources, val)
+    note_checkpoint(path.parent.parent, path, origin)
 
 
-def note_checkpoint(run_dir: Path, path: Path, kind: str, sources: list[str], val: dict | None) -> None:
+def note_checkpoint(run_dir: Path, path: Path, origin: Averaged) -> None:
     """Record an averaged checkpoint in RUN/run.json under `checkpoints` (other keys kept),
     under RUN/.lock: workers sharing a run's folds each note their own fold's."""
     from dirtymnist.locks import FileLock
-    from dirtymnist.train.guards import RUN_LOCK_WAIT_S
+    from dirtymnist.train.runfolder import RUN_LOCK_WAIT_S
 
     run = RunDir(run_dir)
     with FileLock(run.lock, what="a run.json update").acquire(timeout=RUN_LOCK_WAIT_S):
         record = run.read_record()
-        entry = {"kind": kind, "from": sources}
-        if val:
-            entry.update({k: val[k] for k in ("label_acc", "val_loss", "exact_match") if k in val})
+        entry = {"kind": origin.kind, "from": origin.sources}
+        if origin.val:
+            entry.update({k: origin.val[k] for k in ("label_acc", "val_loss", "exact_match") if k in origin.val})
         record.setdefault("checkpoints", {})[str(path.relative_to(run_dir))] = entry
         atomic_write_text(run.record, json.dumps(record, indent=2) + "\n")
 
@@ -129,7 +142,7 @@ class SwaAverage:
         val = validate(self.average.module, cfg, split, val_rows, device, build_loss(cfg.loss))
         epochs = [f"epoch {e}" for e in range(epochs_done - n + 1, epochs_done + 1)]
         save_averaged(self.average.module.state_dict(), None, cfg=cfg, letters=split.letters, fold=fold_dir.fold,
-                      epoch=epochs_done, kind="swa", sources=epochs, val=val, path=path)
+                      epoch=epochs_done, origin=Averaged("swa", epochs, val), path=path)
         log.info("fold %d: swa of %d epochs: label_acc %.4f val_loss %.4f -> %s", fold_dir.fold, n,
                  val["label_acc"], val["val_loss"], path)
         return val
@@ -138,11 +151,103 @@ class SwaAverage:
 def validate(model, cfg, split, val_rows: np.ndarray, device, loss_fn) -> dict:
     """Validation metrics of `model` on `split` rows `val_rows` (no probabilities)."""
     from dirtymnist.train.engine import evaluate
-    from dirtymnist.train.sources import CachedBatches, make_loader
 
-    val_set = CachedBatches(split.images, split.labels, val_rows, 64, shuffle=False, drop_last=False)
+    val_set = in_order(split.images, split.labels, val_rows)
     val = evaluate(model, make_loader(val_set, 0, 0, False), split.labels[val_rows].astype(np.uint8),
                    cfg, device, loss_fn, gather=False)  # all rows here, whatever the DDP rank
     val.pop("probs")
     val["epoch"] = None
     return val
+
+
+# --------------------------------------------------------------------------- the average command
+@dataclass
+class AverageResult:
+    fold: int
+    path: Path  # the averaged checkpoint written
+    sources: list[str]  # the epoch checkpoints averaged
+    label_acc: float  # validation label accuracy of the averaged weights
+    best_label_acc: float  # the fold's best.pt, for comparison
+
+
+def average_run(run_dir: str | os.PathLike, *, last: int = 0, best: int = 0, data_dir=None,
+                cache_dir=None, bn: bool = True, device: str | torch.device | None = None,
+                name: str = "averaged") -> list[AverageResult]:
+    """Average each fold's kept epoch checkpoints (`keep_last`) into `fold{k}/{name}.pt`.
+
+    last=N: the N newest; best=K: the K with the best validation `best_metric` among those
+    kept. Batch norm is re-estimated on the fold's training rows unless `bn=False`.
+    """
+    from dirtymnist.config import config_from_dict
+    from dirtymnist.model.build import build_model
+    from dirtymnist.model.checkpoint import load_checkpoint
+    from dirtymnist.model.precision import choose_device
+    from dirtymnist.train.losses import build_loss
+    from dirtymnist.train.stages import load_training_data
+
+    if (last > 0) == (best > 0):
+        raise ConfigError("average: give one of --last N or --best K (N, K >= 1)")
+    run = RunDir(run_dir)
+    fold_dirs = run.folds()
+    if not fold_dirs:
+        raise ConfigError(f"{run}: no fold folders (not a run directory?)")
+    device = torch.device(device) if device is not None else choose_device()
+    if cache_dir is None:  # the cache the run trained from, not a new one in the data folder
+        cache_dir = run.read_record().get("cache_dir")
+    data = None
+    results = []
+    for fold_dir in fold_dirs:
+        chosen = _choose_epochs(fold_dir, last, best)
+        states = [load_checkpoint(p) for p in chosen]
+        cfg = config_from_dict({**states[-1]["config"], "pretrained": ""}, source=str(chosen[-1]))
+        letters, fold = list(states[-1]["letters"]), fold_dir.fold
+        if data is None:
+            data = load_training_data(run.data_dir(data_dir), cfg, cache_dir)
+        split, rows, fold_of = data
+        train_rows, val_rows = rows[fold_of != fold], rows[fold_of == fold]
+        parts = {}
+        for part in ("model", "ema"):
+            if any(s.get(part) is None for s in states):
+                parts[part] = None
+                continue
+            model = build_model(cfg, len(letters)).to(device)
+            model.load_state_dict(mean_state_dict([s[part] for s in states]))
+            if bn:
+                recompute_bn(model, cfg, split.images, train_rows, device)
+            parts[part] = model
+        use = parts["ema"] or parts["model"]  # what load_model would use
+        val = validate(use.eval(), cfg, split, val_rows, device, build_loss(cfg.loss))
+        sources = [p.name for p in chosen]
+        path = fold_dir.checkpoint(name)
+        save_averaged(parts["model"].state_dict(), parts["ema"].state_dict() if parts["ema"] else None,
+                      cfg=cfg, letters=letters, fold=fold, epoch=int(states[-1]["epoch"]),
+                      origin=Averaged(f"{'last' if last else 'best'} {last or best}", sources, val), path=path)
+        best_acc = (load_checkpoint(fold_dir.best).get("best") or {}).get("label_acc", float("nan")) \
+            if fold_dir.best.is_file() else float("nan")
+        results.append(AverageResult(fold, path, sources, val["label_acc"], best_acc))
+        log.info("fold %d: averaged %s: label_acc %.4f (best.pt %.4f)", fold, ", ".join(sources),
+                 val["label_acc"], best_acc)
+    return results
+
+
+def _choose_epochs(fold_dir: FoldDir, last: int, best: int) -> list[Path]:
+    """The epoch checkpoints to average, oldest first."""
+    kept = fold_dir.epoch_checkpoints()
+    n = last or best
+    if len(kept) < n:
+        raise ConfigError(f"{fold_dir.path}: {len(kept)} epoch checkpoints kept, {n} needed; "
+                          f"train with --keep-last {n} (or --set keep_last={n})")
+    if last:
+        return kept[-last:]
+    history = {row["epoch"]: row for row in fold_dir.read_metrics() if row}
+    from dirtymnist.model.checkpoint import load_checkpoint
+
+    metric = load_checkpoint(kept[-1])["config"].get("best_metric", "label_acc")
+
+    def score(path: Path) -> float:
+        row = history.get(FoldDir.epoch_of(path))
+        if row is None:
+            raise ConfigError(f"{fold_dir.metrics}: no line for {path.name}")
+        return -row["val_loss"] if metric == "loss" else row["label_acc"]
+
+    return sorted(sorted(kept, key=score, reverse=True)[:best])

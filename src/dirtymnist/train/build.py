@@ -11,8 +11,7 @@ import torch
 from dirtymnist.errors import ConfigError
 from dirtymnist.model.precision import resolve_amp, use_channels_last
 from dirtymnist.train.averaging import SwaAverage
-from dirtymnist.train.engine import TrainParts
-from dirtymnist.train.sam import second_pass
+from dirtymnist.train.engine import TrainParts, second_pass
 from dirtymnist.train.schedule import EpochPlan, Schedule
 
 

@@ -1,4 +1,5 @@
-"""Per-batch work (DETR's engine.py): `train_one_epoch` over a fold's `TrainParts` and a `Stage`; `evaluate`."""
+"""Per-batch work (DETR's engine.py): `train_one_epoch` over a fold's `TrainParts` and a `Stage`;
+`optimizer_step` (with SAM's second pass, `sam_rho`: an experiment that lost); `evaluate`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import torch
 
 from dirtymnist.arrays import sigmoid
 from dirtymnist.errors import DirtyMnistError
-from dirtymnist.model.precision import resolve_amp, use_channels_last
-from dirtymnist.model.transforms import augment, normalize, preprocess
+from dirtymnist.model.batches import make_loader, predict_logits
+from dirtymnist.model.precision import autocast_context
+from dirtymnist.model.transforms import to_input
 from dirtymnist.train import distributed as dist
 from dirtymnist.train.losses import DENSE_LOSSES, dense_distill_loss
 from dirtymnist.train.schedule import Schedule
-from dirtymnist.train.sources import Stage, make_loader
+from dirtymnist.train.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +34,6 @@ class NonFiniteLoss(DirtyMnistError):
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
     """Every random draw of one batch derives from (seed, epoch, step, rank): resume is exact."""
     return int(np.random.SeedSequence([seed, epoch, step, rank, 7]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def to_input(images: torch.Tensor, cfg, device, g: torch.Generator | None, aug: str) -> torch.Tensor:
-    """uint8 (B, H, W) on any device -> normalised network input on `device`.
-
-    g: the training step's generator, or None for inference (see `precision`: on a CPU only
-    training steps use bf16 / channels_last).
-    """
-    x = preprocess(images.to(device, non_blocking=True), cfg)
-    if g is not None and aug != "none":
-        x = augment(x, aug, g)
-    x = normalize(x, cfg)
-    if use_channels_last(cfg, x.device, training=g is not None):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def autocast_context(cfg, device: torch.device, training: bool = True):
-    amp = resolve_amp(cfg, device, training)
-    if amp == "off":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass
@@ -70,7 +49,7 @@ class TrainParts:
     ema: object | None  # timm ModelEmaV3 (`ema` > 0): validation and best.pt's "ema" use its weights
     swa: object  # averaging.SwaAverage (`swa_epochs`); does nothing when off
     scaler: torch.amp.GradScaler | None  # fp16 only
-    second_pass: Callable  # SAM's second forward/backward (sam.py); a no-op when off
+    second_pass: Callable  # SAM's second forward/backward (`second_pass`); a no-op when off
     net: torch.nn.Module | None = None  # what the step runs: the model, or its DDP / compiled wrapper
     teacher: torch.nn.Module | None = None  # frozen, eval mode (`distill` > 0): dense stages distil its maps
 
@@ -116,7 +95,7 @@ def train_one_epoch(parts: TrainParts, stage: Stage, *, epoch: int, start_step: 
         (parts.scaler.scale(loss / cfg.accum_steps) if parts.scaler else loss / cfg.accum_steps).backward()
         boundary = (step + 1) % cfg.accum_steps == 0 or step + 1 == steps
         if boundary:
-            _check_finite(parts.second_pass(parts.net, forward_loss), epoch, step)  # SAM (sam.py); off: 0
+            _check_finite(parts.second_pass(parts.net, forward_loss), epoch, step)  # SAM; off: 0
             optimizer_step(parts)
         sum_loss += loss.item() * x.shape[0]
         n_seen += x.shape[0]
@@ -165,6 +144,54 @@ def optimizer_step(parts: TrainParts) -> None:
     parts.schedule.after_step()
 
 
+def second_pass(cfg):
+    """(model, forward_loss) -> loss at the shifted weights (SAM, `sam_rho` > 0: after the first
+    backward of each optimizer step), or a no-op returning 0. SAM lost at our budgets (BENCHMARKS)."""
+    if cfg.sam_rho > 0:  # config: accum_steps 1, no fp16 scaler (build.build_grad_scaler)
+        return functools.partial(sam_second_step, rho=cfg.sam_rho)
+    return _none
+
+
+def _none(model, forward_loss) -> torch.Tensor:
+    return torch.zeros(())
+
+
+def sam_second_step(model, forward_loss, rho: float) -> torch.Tensor:
+    """Sharpness-aware minimisation (Foret et al. 2021), after the first backward: move the
+    weights by rho * g / |g| (the ascent step), take the gradient there, move back. The
+    optimizer then steps with that gradient. Costs a second forward and backward per step;
+    batch-norm running statistics are updated by the first pass only. Returns the loss at the
+    shifted weights."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = rho / (norm + 1e-12)
+        originals = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad * scale)
+    for p in params:
+        p.grad = None
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in batch_norms]
+    for m in batch_norms:
+        m.momentum = 0.0
+    try:
+        loss = forward_loss()
+        loss.backward()
+    finally:
+        for m, (momentum, tracked) in zip(batch_norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for p, w in zip(params, originals):
+                p.copy_(w)
+    return loss.detach()
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step}; "
@@ -186,24 +213,6 @@ def stage_loss(net, x, y, target_maps, stage: Stage, device, teacher=None):
                 teacher_maps = teacher(x, return_maps=True)[1].float()
             loss = loss + stage.cfg.distill * dense_distill_loss(maps, teacher_maps, target_maps)
     return loss
-
-
-@torch.no_grad()
-def predict_logits(model, loader, cfg, device, views=None) -> np.ndarray:
-    """Logits (N, K) float32 over the loader's batches; `views` = TTA list of (name, fn), averaged."""
-    model.eval()
-    out = []
-    for images, *_ in loader:
-        x = to_input(images, cfg, device, None, "none")
-        acc = None
-        for _, fn in views or [("id", lambda t: t)]:
-            with autocast_context(cfg, device, training=False):
-                logits = model(fn(x)).float()
-            acc = logits if acc is None else acc + logits
-        out.append((acc / len(views or [0])).cpu().numpy())
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out).astype(np.float32)
 
 
 def evaluate(model, loader, targets: np.ndarray, cfg, device, loss_fn, gather: bool = True) -> dict:

@@ -9,33 +9,33 @@ bit-exactly. Per-batch work is `engine.train_one_epoch`; files are `checkpointer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dirtymnist.arrays import positions
 from dirtymnist.config import TrainConfig
 from dirtymnist.errors import ConfigError
 from dirtymnist.layout import LETTERS
+from dirtymnist.model.batches import CachedBatches, EpochDraw, in_order, make_loader
 from dirtymnist.model.build import check_input_size, check_weights_fit
 from dirtymnist.model.precision import choose_device
 from dirtymnist.model.precision import describe as describe_precision
 from dirtymnist.model.weights import settle as settle_weights
 from dirtymnist.rundir import FoldDir, RunDir
-from dirtymnist.train import claims
 from dirtymnist.train import distributed as dist
-from dirtymnist.train import guards as runfolder
+from dirtymnist.train import runfolder
 from dirtymnist.train.build import build_parts, seed_everything
 from dirtymnist.train.checkpointer import Checkpointer, FoldState
 from dirtymnist.train.engine import TrainParts, evaluate, train_one_epoch
-from dirtymnist.train.pseudo import load_pseudo, settle_pseudo
+from dirtymnist.train.pseudo import PseudoSet, load_pseudo, settle_pseudo
 from dirtymnist.train.schedule import build_plan
-from dirtymnist.train.sources import CachedBatches, make_loader
-from dirtymnist.train.stages import TrainData, build_stage
+from dirtymnist.train.stages import TrainData, build_stage, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,18 @@ class StepInfo:
     samples: int  # training samples seen so far in this fold
     model: torch.nn.Module  # the weights validation uses (EMA when enabled)
     cfg: TrainConfig
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What every fold of a run shares: its config, device, pseudo labels, resume rule and hooks."""
+
+    cfg: TrainConfig
+    device: torch.device
+    pseudo: PseudoSet | None = None  # confident test images joining the training rows
+    force: bool = False  # resume even if the config changed
+    on_epoch: Callable | None = None  # (fold, epoch, row) after each epoch's checkpoint
+    on_step: Callable | None = None  # (StepInfo) -> True to stop, at optimizer steps
 
 
 def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir=None,
@@ -80,40 +92,39 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
         runfolder.check_run(run, cfg, data_dir, force=force)
         if not run.config.exists():  # a start that does not fit the model: refused before config.yaml
             check_weights_fit(cfg, len(LETTERS))
-    split, rows, fold_of = _load_training_data(data_dir, cfg, cache_dir)
+    split, rows, fold_of = load_training_data(data_dir, cfg, cache_dir)
     pseudo = load_pseudo(cfg, data_dir, cache_dir)  # confident test images, or None
     with contextlib.ExitStack() as held:
         if dist.world_size() == 1 and len(folds) == 1:
             # one fold asked for: claim it before anything is written, so a refused train changes nothing
-            held.enter_context(claims.claim(run, folds[0]))
+            held.enter_context(runfolder.claim(run, folds[0]))
         if dist.is_main():  # config.yaml, run.json: written only now that every check passed
             runfolder.record_run(run, cfg, data_dir, cache_dir, force=force)
-        return _train_folds(cfg, split, rows, fold_of, run, folds, device, force=force,
-                            on_epoch=on_epoch, on_step=on_step, pseudo=pseudo)
+        context = FoldContext(cfg, device, pseudo, force, on_epoch, on_step)
+        return _train_folds(context, split, rows, fold_of, run, folds)
 
 
-def _train_folds(cfg, split, rows, fold_of, run: RunDir, folds: list[int], device, *, force, on_epoch,
-                 on_step, pseudo) -> dict[int, dict]:
+def _train_folds(context: FoldContext, split, rows, fold_of, run: RunDir, folds: list[int]) -> dict[int, dict]:
     """Each fold once (claimed when several workers share the run), with tracking around it."""
-    from dirtymnist.train.tracking import chain, start_tracking
+    from dirtymnist.tracking import chain, start_tracking
 
-    tracker = start_tracking(cfg, run.path) if dist.is_main() else None  # tracking: mlflow
-    hook = chain(tracker.on_epoch, on_epoch) if tracker else on_epoch
+    tracker = start_tracking(context.cfg, run.path) if dist.is_main() else None  # tracking: mlflow
+    if tracker:
+        context = dataclasses.replace(context, on_epoch=chain(tracker.on_epoch, context.on_epoch))
     results: dict[int, dict] = {}
 
     def train_one(f: int) -> dict:
         # one writer per fold: a second train of it is refused, naming this one's PID and host
         with runfolder.lock_fold(run.fold(f)) if dist.is_main() else contextlib.nullcontext():
-            return train_fold(cfg, split, rows[fold_of != f], rows[fold_of == f], run.fold(f), device,
-                              force=force, on_epoch=hook, on_step=on_step, pseudo=pseudo)
+            return train_fold(context, split, rows[fold_of != f], rows[fold_of == f], run.fold(f))
 
     try:
         if dist.world_size() > 1 or len(folds) == 1:  # a torchrun group trains its folds in order
             results = {f: train_one(f) for f in folds}
         else:  # other processes or hosts may share this run folder: each fold is trained once
-            results = claims.train_claimed(run, folds, train_one)
+            results = runfolder.train_claimed(run, folds, train_one)
         if len(folds) > 1 and dist.is_main():
-            claims.gather_oof(run, folds)
+            runfolder.gather_oof(run, folds)
     finally:
         dist.barrier()
         if tracker:
@@ -121,14 +132,14 @@ def _train_folds(cfg, split, rows, fold_of, run: RunDir, folds: list[int], devic
     return results
 
 
-def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.ndarray, fold_dir: FoldDir,
-               device: torch.device, *, force: bool = False, on_epoch=None, on_step=None, pseudo=None) -> dict:
+def train_fold(context: FoldContext, split, train_rows: np.ndarray, val_rows: np.ndarray, fold_dir: FoldDir) -> dict:
     """Train one fold (resuming from its last.pt); returns its best validation metrics."""
+    cfg, device, on_step = context.cfg, context.device, context.on_step
     main, fold, letters = dist.is_main(), fold_dir.fold, list(split.letters)
     seed_everything(cfg.seed, cfg.deterministic)
 
     # data: the training rows (and pseudo labels), the plan of epochs, the validation batches
-    data = TrainData(split, train_rows, pseudo)
+    data = TrainData(split, train_rows, context.pseudo)
     if data.batches_per_epoch(cfg.batch_size) < 1 and not cfg.stages:
         raise ConfigError(f"fold {fold}: {len(train_rows)} training images is less than one batch of {cfg.batch_size}")
     plan = build_plan(cfg, data.batches_per_epoch(cfg.batch_size))
@@ -139,7 +150,7 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
     if main:
         log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
     files = Checkpointer(fold_dir, parts, letters, main=main)
-    state = files.resume(force=force)
+    state = files.resume(force=context.force)
     if state.epoch >= len(plan) or state.stopped:
         if main:
             log.info("fold %d: already finished (%d epochs)", fold, len(plan))
@@ -176,8 +187,8 @@ def train_fold(cfg: TrainConfig, split, train_rows: np.ndarray, val_rows: np.nda
         if main:
             _log_epoch(fold, len(plan), row, better)
         dist.barrier()
-        if on_epoch is not None:
-            on_epoch(fold, epoch, row)
+        if context.on_epoch is not None:
+            context.on_epoch(fold, epoch, row)
         if stop:
             if main:
                 log.info("fold %d: %s", fold, stop)
@@ -199,8 +210,7 @@ class _Validation:
     def of(cls, split, rows: np.ndarray, cfg: TrainConfig) -> _Validation:
         world = dist.world_size()
         batch = max(1, 2 * (cfg.batch_size // world)) * world
-        batches = CachedBatches(split.images, split.labels, rows, batch, shuffle=False, drop_last=False,
-                                rank=dist.rank(), world=world)
+        batches = in_order(split.images, split.labels, rows, batch, EpochDraw(rank=dist.rank(), world=world))
         return cls(batches, split.labels[rows].astype(np.uint8), split.index[rows])
 
     def run(self, parts: TrainParts) -> tuple[dict, np.ndarray]:
@@ -244,29 +254,3 @@ def _log_epoch(fold: int, n_epochs: int, row: dict, better: bool) -> None:
     log.info("fold %d epoch %d/%d: train_loss %.4f val_loss %.4f label_acc %.4f exact %.3f "
              "(%.0f samples/s, %.0fs)%s", fold, row["epoch"], n_epochs, row["train_loss"], row["val_loss"],
              row["label_acc"], row["exact_match"], row["samples_per_s"], row["seconds"], " *" if better else "")
-
-
-def _load_training_data(data_dir, cfg: TrainConfig, cache_dir=None):
-    """Cache (built once, reused) and folds. Returns (split, fold per row, rows in the subset)."""
-    from dirtymnist.data.cache import build_cache, open_split
-    from dirtymnist.data.dataset import DataPaths
-    from dirtymnist.data.folds import make_folds, read_folds
-
-    paths = DataPaths.from_root(data_dir)
-    if dist.is_main():
-        cache = build_cache(paths, cache_dir=cache_dir, splits=("train",))
-        folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
-                                   subset=cfg.subset or None, method=cfg.folds_method)
-    dist.barrier()
-    if not dist.is_main():
-        cache = build_cache(paths, cache_dir=cache_dir, splits=("train",))
-        folds_path, _ = make_folds(paths, k=cfg.folds_k, seed=cfg.folds_seed,
-                                   subset=cfg.subset or None, method=cfg.folds_method)
-    split = open_split(cache, "train")
-    if split.labels is None:
-        raise ConfigError(f"{data_dir}: the training split has no labels")
-    fold_index, fold_of = read_folds(folds_path)
-    pos = positions(split.index, fold_index)
-    if np.any(pos < 0):
-        raise ConfigError(f"{folds_path}: holds indices that are not in the dataset; delete it to rebuild")
-    return split, pos, fold_of

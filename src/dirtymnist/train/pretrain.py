@@ -20,6 +20,8 @@ import math
 import os
 import tempfile
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +38,36 @@ log = logging.getLogger(__name__)
 MAX_STEPS_PER_SECOND = 200  # a --minutes plan long enough for any machine; the step hook ends it
 
 
-def pretrain(out, *, minutes: float | None = None, steps: int | None = None, model: str | None = None,
-             preset: str = "scratch", overrides: list[str] | None = None, families: str = "train",
-             num_workers: int = 1, val_scenes: int = 64, run_dir=None) -> Path:
-    """Train `preset`'s model (or `model`) on dense synthetic scenes; write its weights to `out`.
+@dataclass(frozen=True)
+class PretrainOptions:
+    """A pretraining: the budget (exactly one of `minutes` of training or optimizer `steps`), the
+    preset whose settings are used and its model (or `model`) with config `overrides`, the glyph
+    `families` drawn ("train": the training side of `glyphs.split_families`, so held-out families
+    stay unseen; or "all"), generator workers, and the generated validation scenes."""
 
-    families: "train" (the training side of `glyphs.split_families`, so held-out families stay
-    unseen) or "all". Stops after `steps` optimizer steps or `minutes` of training. run_dir: keep
+    minutes: float | None = None
+    steps: int | None = None
+    preset: str = "scratch"
+    model: str | None = None
+    overrides: Sequence[str] = ()
+    families: str = "train"
+    num_workers: int = 1
+    val_scenes: int = 64
+
+
+def pretrain(out, options: PretrainOptions, *, run_dir=None) -> Path:
+    """Train the preset's model on dense synthetic scenes; write its weights to `out`.
+
+    Stops after `options.steps` optimizer steps or `options.minutes` of training. run_dir: keep
     the run folder there (last.pt, metrics.jsonl: a killed pretrain resumes); a temporary one by default.
     """
     from dirtymnist.glyphs import split_families
     from dirtymnist.model.checkpoint import load_checkpoint
     from dirtymnist.model.precision import choose_device
-    from dirtymnist.train.loop import train_fold
+    from dirtymnist.train.loop import FoldContext, train_fold
 
+    minutes, steps, families, val_scenes = options.minutes, options.steps, options.families, options.val_scenes
+    model, preset, overrides = options.model, options.preset, options.overrides
     if (minutes is None) == (steps is None):
         raise ConfigError("pretrain: give exactly one of minutes or steps")
     cfg = load_config(preset, [*(overrides or []), *([f"model={model}"] if model else [])])
@@ -57,7 +75,7 @@ def pretrain(out, *, minutes: float | None = None, steps: int | None = None, mod
     train_fams, held_out = split_families(0.2, seed=0)
     fams = {} if families == "all" else {"families": list(train_fams)}
     cfg = dataclasses.replace(
-        cfg, num_workers=num_workers, stages=_dense_stages(cfg, fams, minutes, steps),
+        cfg, num_workers=options.num_workers, stages=_dense_stages(cfg, fams, minutes, steps),
         # dense targets need per-class maps; the trunk weights fit any head
         head="max" if cfg.head in ("timm", "imagenet_silu") else cfg.head,
         **({"scheduler": "constant"} if minutes is not None else {}))
@@ -66,8 +84,8 @@ def pretrain(out, *, minutes: float | None = None, steps: int | None = None, mod
         run = RunDir(run_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="pretrain-")))
         fold = run.fold(0)
         out_of_time = (lambda info: info.train_seconds >= minutes * 60) if minutes is not None else None
-        best = train_fold(cfg, split, np.arange(0), np.arange(val_scenes), fold, choose_device(),
-                          on_step=out_of_time)
+        context = FoldContext(cfg, choose_device(), on_step=out_of_time)
+        best = train_fold(context, split, np.arange(0), np.arange(val_scenes), fold)
         last = load_checkpoint(fold.last)
         history = last["history"]
         if history:
@@ -97,9 +115,10 @@ def _dense_stages(cfg, knobs: dict, minutes: float | None, steps: int | None) ->
 
 def _validation_scenes(seed: int, n: int, knobs: dict):
     """A cache-split look-alike of `n` generated scenes (images (n, 256, 256) uint8, labels (n, 26))."""
+    from dirtymnist.model.batches import EpochDraw
     from dirtymnist.train.sources import SynthBatches
 
-    images, labels = SynthBatches("synth", knobs, n, 1, seed=seed, epoch=0)[0]
+    images, labels = SynthBatches("synth", knobs, n, 1, EpochDraw(seed))[0]
     return types.SimpleNamespace(images=images.numpy(), labels=labels.numpy().astype(np.uint8),
                                  letters=list(LETTERS), index=np.arange(n))
 

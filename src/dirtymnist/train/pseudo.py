@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dirtymnist.errors import DataError
-from dirtymnist.train.sources import epoch_permutation
+from dirtymnist.model.batches import EpochDraw, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,36 +97,29 @@ class MixedBatches(Dataset):
     """Batch `i` of an epoch over labelled `rows` of `images` and the pseudo set, shuffled together
     per (seed, epoch) like `CachedBatches`. Yields (uint8 (B, 256, 256), float32 (B, 26))."""
 
-    def __init__(self, images, labels, rows: np.ndarray, pseudo: PseudoSet, batch_size: int, *,
-                 seed: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, images, labels, rows: np.ndarray, pseudo: PseudoSet, batch_size: int,
+                 draw: EpochDraw = EpochDraw()):
         self.images, self.labels, self.rows, self.pseudo = images, labels, np.asarray(rows), pseudo
         n = len(self.rows) + len(pseudo)
-        self.order = epoch_permutation(n, seed, epoch)  # < len(rows): labelled; else pseudo
-        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.order = draw.permutation(n)  # < len(rows): labelled; else pseudo
+        self.batch_size, self.draw = batch_size, draw
         self.num_batches = n // batch_size
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __getitem__(self, i: int):
-        items = self.order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+        items = self.draw.share(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         n_lab = len(self.rows)
         imgs = np.empty((len(items), *self.images.shape[1:]), np.uint8)
         targets = np.empty((len(items), self.pseudo.targets.shape[1]), np.float32)
         lab = items < n_lab
         if lab.any():
-            imgs[lab] = _read_rows(self.images, self.rows[items[lab]])
+            imgs[lab] = read_rows(self.images, self.rows[items[lab]])
             targets[lab] = self.labels[self.rows[items[lab]]]
         if (~lab).any():
             k = items[~lab] - n_lab
-            imgs[~lab] = _read_rows(self.pseudo.images, self.pseudo.rows[k])
+            imgs[~lab] = read_rows(self.pseudo.images, self.pseudo.rows[k])
             targets[~lab] = self.pseudo.targets[k]
         return torch.from_numpy(imgs), torch.from_numpy(targets)
 
-
-def _read_rows(images, rows: np.ndarray) -> np.ndarray:
-    # memmap reads in file order are faster; give them back in the order asked
-    sort = np.argsort(rows)
-    out = np.empty((len(rows), *images.shape[1:]), images.dtype)
-    out[sort] = images[rows[sort]]
-    return out
