@@ -92,11 +92,15 @@ def build_model(cfg, num_classes: int) -> LetterNet:
     src = weights.resolve(cfg)
     if src.kind == "timm_file" and timm.models.get_pretrained_cfg(cfg.model) is None:
         src.kind = "own_file"  # our own nets have no timm pretrained config to adapt with
-    if src.kind == "hub" and not src.path and weights.hub_offline():
-        raise weights.missing_hub_weights(src)
-    kwargs = {"in_chans": cfg.in_chans, "pretrained": src.kind in ("hub", "passthrough", "timm_file")}
-    if src.path and src.kind in ("hub", "timm_file"):
+    if src.kind == "hub" and not src.path:
+        weights.require_hub(src)  # offline or no route: one line now, not a minute of retries
+    if src.kind == "timm_file":
+        weights.check_timm_file(src.path, cfg.model)
+    kwargs = {"in_chans": cfg.in_chans, "pretrained": src.kind in ("hub", "passthrough", "timm_file", "effnet_file")}
+    if src.path and src.kind in ("hub", "timm_file", "effnet_file"):
         kwargs["pretrained_cfg_overlay"] = {"file": src.path}  # timm loads + adapts; no network
+    if src.kind == "effnet_file":
+        kwargs["pretrained_filter_fn"] = _effnet_renamer(cfg.model, src.path)
     try:
         model = _build(cfg, num_classes, timm, kwargs)
     except RuntimeError as exc:
@@ -121,6 +125,17 @@ def build_model(cfg, num_classes: int) -> LetterNet:
         model.trunk.set_grad_checkpointing(True)
     model.weights_record = weights.describe(src)
     return model
+
+
+def _effnet_renamer(model_name: str, path: str):
+    """timm's filter for an efficientnet_pytorch file: renamed to timm's layout (every tensor
+    placed, or a one-line error) before timm adapts the stem and drops the classifier."""
+    from dirtymnist.model import effnet_pytorch
+
+    if not effnet_pytorch.fits_model(model_name):
+        raise ConfigError(f"{path}: an efficientnet_pytorch weights file fits timm's tf_efficientnet_* "
+                          f"models (same padding and BN eps), not model {model_name}")
+    return lambda state, model: effnet_pytorch.to_timm(state, model, path, model_name)
 
 
 def _build(cfg, num_classes: int, timm, kwargs: dict) -> LetterNet:
@@ -196,7 +211,7 @@ def check_weights_fit(cfg, num_classes: int) -> None:
     `weights.settle` and the real build."""
     from dirtymnist.model import weights
 
-    if weights.resolve(cfg).kind in ("own_file", "timm_file"):
+    if weights.resolve(cfg).kind in ("own_file", "timm_file", "effnet_file"):
         build_model(cfg, num_classes)
 
 

@@ -12,10 +12,15 @@
   imagenet (alias hub)    the model's default timm weights, through timm's own loader and the
                           Hugging Face cache (HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE as usual);
                           offline-first: a cached file loads without touching the network;
+                          for the seed's efficientnet_pytorch weights, the file that library
+                          caches in torch's hub folder is used first (`effnet_pytorch.py`);
   PATH                    a timm-format state dict (.safetensors / .pth / .bin), handed to timm
                           as `pretrained_cfg_overlay=dict(file=PATH)` so timm adapts the stem to
-                          `in_chans` and drops the classifier; or one of our own trunk files
-                          (`dirtymnist pretrain`, a checkpoint), loaded by `models.load_own`.
+                          `in_chans` and drops the classifier; an efficientnet_pytorch file for a
+                          tf_efficientnet_* model, renamed to timm's layout on the way
+                          (`effnet_pytorch.py`); or one of our own trunk files (`dirtymnist
+                          pretrain`, a checkpoint), loaded by `models.load_own`. A file whose
+                          tensors do not all find their place in the model is refused in one line.
 Model names `hf-hub:ORG/REPO` and `local-dir:PATH` carry their own weights: `imagenet` loads
 them through timm unchanged.
 
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dirtymnist.errors import ConfigError
+from dirtymnist.model import effnet_pytorch
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,8 @@ _HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the hub
 @dataclass
 class WeightsSource:
     """kind: none | hub (timm's default weights) | passthrough (hf-hub:/local-dir: names) |
-    timm_file (a timm-format state dict) | own_file (our trunk files and checkpoints)."""
+    timm_file (a timm-format state dict) | effnet_file (efficientnet_pytorch's layout) |
+    own_file (our trunk files and checkpoints)."""
 
     kind: str
     path: str = ""  # the file that will be loaded (hub: the cached file, "" when not cached)
@@ -73,7 +80,10 @@ def resolve(cfg) -> WeightsSource:
     path = Path(p).expanduser()
     if not path.is_file():
         raise ConfigError(f"{path}: pretrained weights file not found")
-    return WeightsSource("own_file" if _is_own_file(path) else "timm_file", path=str(path))
+    keys = _tensor_keys(path)
+    if _is_own_file(keys):
+        return WeightsSource("own_file", path=str(path))
+    return WeightsSource("effnet_file" if effnet_pytorch.is_layout(keys) else "timm_file", path=str(path))
 
 
 def ready_models() -> list[str]:
@@ -128,6 +138,10 @@ def _resolve_hub(model: str) -> WeightsSource:
         raise ConfigError(f"model={model!r} has no ImageNet weights in timm; pass a file "
                           "(--set pretrained=/path/weights.safetensors) or use random init (pretrained=)")
     repo, _, revision = hub_id.partition("@")
+    theirs = effnet_pytorch.cached_file(repo)  # the seed's library cached the same checkpoint
+    if theirs is not None:
+        return WeightsSource("effnet_file", path=str(theirs), hub_id=repo,
+                             note=f"efficientnet_pytorch's {theirs} for {repo}")
     files = (pcfg.hf_hub_filename,) if getattr(pcfg, "hf_hub_filename", None) else _HF_FILES
     for name in files:
         found = _cached_file(repo, name, revision or None)
@@ -159,15 +173,87 @@ def hub_offline() -> bool:
 def missing_hub_weights(src: WeightsSource, cause: str = "") -> ConfigError:
     """The one line for weights that are neither cached nor downloadable right now."""
     why = "HF_HUB_OFFLINE is set" if hub_offline() else (cause or "the hub cannot be reached")
+    theirs = effnet_pytorch.CACHED_FILES.get(src.hub_id)
+    nor = f" nor as {effnet_pytorch.hub_checkpoints() / theirs} (efficientnet_pytorch)" if theirs else ""
     return ConfigError(
-        f"ImageNet weights {src.hub_id} are not in the Hugging Face cache {hub_cache_dir()} and "
+        f"ImageNet weights {src.hub_id} are not in the Hugging Face cache {hub_cache_dir()}{nor} and "
         f"cannot be downloaded ({why}); run once with a network, or `hf download {src.hub_id}`, "
         "or pass a file: --set pretrained=/path/weights.safetensors")
 
 
-def _is_own_file(path: Path) -> bool:
+def require_hub(src: WeightsSource, timeout: float = 2.0) -> None:
+    """Refuse at once, in one line, hub weights that are not cached when the hub cannot be
+    reached: HF_HUB_OFFLINE, or no connection to its host (or proxy) within `timeout` seconds.
+    Without this the hub client retries for about a minute, a log line per retry."""
+    if hub_offline():
+        raise missing_hub_weights(src)
+    why = _no_route(timeout)
+    if why:
+        raise missing_hub_weights(src, why)
+
+
+def _no_route(timeout: float) -> str:
+    """Why the hub's endpoint (HF_ENDPOINT, through the proxy the environment names) cannot be
+    reached, or "" when a TCP connection to it opens. DNS has no timeout of its own: the probe
+    runs in a thread that is given up after `timeout` seconds."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = getproxies().get(url.scheme) if host and not proxy_bypass(host) else None
+    if proxy:
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname or host, via.port or (443 if via.scheme == "https" else 80)
+    result: list[str] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append("")
+        except OSError as exc:
+            result.append(f"no route to {host}:{port}: {exc.strerror or type(exc).__name__}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else f"no answer from {host}:{port} in {timeout:g} s"
+
+
+def check_timm_file(path: str | Path, model_name: str) -> None:
+    """Refuse, in one line, a timm-format file whose tensor names are not the model's: timm itself
+    loads such a file non-strictly when it drops the classifier, so a foreign file would leave the
+    whole trunk at random initialisation behind one very long warning. Names only: shapes that
+    differ are timm's to refuse (or adapt: the stem's input channels)."""
+    import timm
+    import torch
+    from timm.models import load_state_dict
+
+    try:
+        keys = list(load_state_dict(str(path)))  # what timm's loader will see (EMA / state_dict keys)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
+        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__})") from None
+    with torch.device("meta"):  # names only: no memory, no initialisation
+        net = timm.create_model(model_name, pretrained=False)
+    own = list(net.state_dict())
+    classifier = net.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    mine = set(own)
+    homeless = [k for k in keys if k not in mine]
+    placed = set(keys) | {k for k in own if k.startswith(tuple(f"{c}." for c in classifier))}
+    absent = [k for k in own if k not in placed and not k.endswith(".num_batches_tracked")]
+    if homeless or absent:
+        raise ConfigError(f"{path}: weights do not fit model {model_name}: "
+                          f"{effnet_pytorch.problems(len(keys), homeless, [], absent)}; "
+                          "is it for another model?")
+
+
+def _is_own_file(keys: set[str]) -> bool:
     """Our `pretrain` output and our checkpoints name their tensors `trunk.*` / hold `model`."""
-    keys = _tensor_keys(path)
     return any(k.startswith(("trunk.", "head.", "model.trunk.")) for k in keys) or keys == {"model"}
 
 
@@ -208,7 +294,8 @@ def describe(src: WeightsSource) -> str:
     if src.kind == "hub":
         where = f" ({Path(src.path).name}, sha256 {sha256(src.path)[:16]})" if src.path else ""
         return f"hub {src.hub_id}@{src.revision or 'main'}{where}"
-    return f"file {src.path} (sha256 {sha256(src.path)[:16]}, {src.kind.replace('_', ' ')})"
+    kind = "efficientnet_pytorch file" if src.kind == "effnet_file" else src.kind.replace("_", " ")
+    return f"file {src.path} (sha256 {sha256(src.path)[:16]}, {kind})"
 
 
 def data_normalize(model_name: str) -> str:
@@ -252,21 +339,23 @@ def settle(cfg):
         src = resolve(cfg)
     normalize = cfg.normalize
     if normalize == "auto":
-        normalize = data_normalize(cfg.model) if src.kind in ("hub", "timm_file", "passthrough") else "unit"
+        imagenet_like = ("hub", "timm_file", "effnet_file", "passthrough")
+        normalize = data_normalize(cfg.model) if src.kind in imagenet_like else "unit"
     return dataclasses.replace(cfg, normalize=normalize, pretrained_record=describe(src))
 
 
 def _download(src: WeightsSource) -> None:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    if hub_offline():
-        raise missing_hub_weights(src)
+    require_hub(src)
     last: Exception | None = None
     for name in _HF_FILES:  # timm's order: safetensors first
         try:
             hf_hub_download(src.hub_id, name, revision=src.revision or None)
             return
+        except LocalEntryNotFoundError:  # (an EntryNotFoundError too) no connection, not no file
+            raise missing_hub_weights(src, "the hub cannot be reached") from None
         except EntryNotFoundError as exc:
             last = exc
         except Exception as exc:  # noqa: BLE001 - no network, no such repo: one line

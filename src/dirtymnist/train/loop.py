@@ -85,8 +85,10 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
             raise ConfigError(f"fold {f} is out of range for folds_k={cfg.folds_k}")
     if cfg.batch_size % dist.world_size():
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world_size()} processes")
+    # hub weights fetched once into the HF cache, normalize: auto resolved; first, so that weights
+    # that cannot be had are refused in a second, before the model is probed for its stride
+    cfg = settle_weights(cfg)
     check_input_size(cfg)
-    cfg = settle_weights(cfg)  # hub weights fetched once into the HF cache; normalize: auto resolved
     cfg = settle_pseudo(cfg)  # the pseudo-label file named by its content
     if dist.is_main():  # refuse another config or data folder before any work
         runfolder.check_run(run, cfg, data_dir, force=force)
