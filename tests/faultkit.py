@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -210,6 +211,27 @@ def cache_ok(cache: Path, data: Path) -> list[str]:
                 problems.append(f"{cache}: {split} row {row} differs from its PNG")
     return problems
 
+def full_disk_rounds(row: Row, work: Path, size: int, rounds: int):
+    """Yield (round, folder, mounted) `rounds` times, each on a fresh small filesystem (see small_fs)."""
+    for r in range(rounds):
+        with small_fs(work, size) as (fs, mounted):
+            row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
+            yield r, fs, mounted
+
+
+def full_then_free(fs: Path, mounted: bool, leave: int, args, check) -> tuple[list[str], bool, int, str]:
+    """Run `dirtymnist *args` with `leave` bytes free on `fs`, check what it left, then run it again
+    with space: (problems of the full run, whether the fault struck, exit code and stderr of the rerun)."""
+    if mounted:
+        fill(fs, leave)
+    rc, err = finish(dm(*args, limit=None if mounted else leave))
+    problems = clean_exit(rc, err, fs) + leftovers(fs) + check()
+    hit = rc != 0
+    if mounted:
+        (fs / "filler").unlink()
+    rc, err = finish(dm(*args))
+    return problems, hit, rc, err
+
 
 # --------------------------------------------------------------------------- faults
 def disk_full_cache(work: Path, rounds: int, rng: random.Random, leaves: list[int] | None = None) -> Row:
@@ -217,22 +239,14 @@ def disk_full_cache(work: Path, rounds: int, rng: random.Random, leaves: list[in
     row = Row("disk full while building the cache (`cache --workers 2`)")
     data = make_data(work / "data-cache-full")
     need = 56 * 256 * 256 + 8 * 4096
-    for r in range(rounds):
-        with small_fs(work, 4 * MB) as (fs, mounted):
-            row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
-            leave = leaves[r] if leaves else rng.randint(0, int(1.3 * need))
-            if mounted:
-                fill(fs, leave)
-            cache = fs / "cache"
-            rc, err = finish(dm("cache", data, "--cache-dir", cache, "--workers", 2,
-                                limit=None if mounted else leave))
-            problems = clean_exit(rc, err, fs) + leftovers(fs) + cache_ok(cache, data)
-            hit = rc != 0
-            if mounted:
-                (fs / "filler").unlink()
-            rc, err = finish(dm("cache", data, "--cache-dir", cache, "--workers", 2))
-            problems += [] if rc == 0 else [f"rerun with space failed: {err.strip()[-300:]}"]
-            row.check(problems + cache_ok(cache, data), hit)
+    for r, fs, mounted in full_disk_rounds(row, work, 4 * MB, rounds):
+        leave = leaves[r] if leaves else rng.randint(0, int(1.3 * need))
+        cache = fs / "cache"
+        problems, hit, rc, err = full_then_free(
+            fs, mounted, leave, ("cache", data, "--cache-dir", cache, "--workers", 2),
+            partial(cache_ok, cache, data))
+        problems += [] if rc == 0 else [f"rerun with space failed: {err.strip()[-300:]}"]
+        row.check(problems + cache_ok(cache, data), hit)
     return row
 
 
@@ -240,24 +254,16 @@ def disk_full_checkpoint(work: Path, rounds: int, rng: random.Random, ref: Path,
                          cache: Path) -> Row:
     """`train` into a run folder whose filesystem fills at a random point of the run."""
     row = Row("disk full while training (checkpoints, OOF, metrics)")
-    for _ in range(rounds):
-        with small_fs(work, 40 * MB) as (fs, mounted):
-            row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
-            run = fs / "run"
-            # up to ~2.5 checkpoints of this tiny model (6 MB each with optimizer and EMA)
-            leave = rng.randint(0, 15 * MB)
-            if mounted:
-                fill(fs, leave)
-            rc, err = finish(dm(*train_args(data, run, cache), limit=None if mounted else leave))
-            problems = clean_exit(rc, err, fs) + leftovers(fs) + loadable_run(run)
-            hit = rc != 0
-            if mounted:
-                (fs / "filler").unlink()
-            rc, err = finish(dm(*train_args(data, run, cache)))
-            problems += [] if rc == 0 else [f"resume with space failed: {err.strip()[-300:]}"]
-            if rc == 0:
-                problems += same_weights(RunDir(ref).fold(0).last, RunDir(run).fold(0).last)
-            row.check(problems, hit)
+    for _, fs, mounted in full_disk_rounds(row, work, 40 * MB, rounds):
+        run = fs / "run"
+        # up to ~2.5 checkpoints of this tiny model (6 MB each with optimizer and EMA)
+        leave = rng.randint(0, 15 * MB)
+        problems, hit, rc, err = full_then_free(fs, mounted, leave, train_args(data, run, cache),
+                                                partial(loadable_run, run))
+        problems += [] if rc == 0 else [f"resume with space failed: {err.strip()[-300:]}"]
+        if rc == 0:
+            problems += same_weights(RunDir(ref).fold(0).last, RunDir(run).fold(0).last)
+        row.check(problems, hit)
     return row
 
 
@@ -268,23 +274,21 @@ def disk_full_predict(work: Path, rounds: int, rng: random.Random, ref: Path, da
     from dirtymnist.outputs import verify_set
 
     row = Row("disk full while writing predictions")
-    for _ in range(rounds):
-        with small_fs(work, 1 * MB) as (fs, mounted):
-            row.mode = "tmpfs" if mounted else "RLIMIT_FSIZE"
-            out = fs / "sub.csv"
-            base = ["predict", ref, "--data", data, "--cache-dir", cache, "--out", out]
-            rc, err = finish(dm(*base))
-            problems = [] if rc == 0 else [f"first predict failed: {err.strip()[-300:]}"]
-            leave = rng.randint(0, 3000)
-            if mounted:
-                fill(fs, leave)
-            rc, err = finish(dm(*base, "--thresholds", "0.3", limit=None if mounted else leave))
-            problems += clean_exit(rc, err, fs) + leftovers(fs)
-            try:
-                verify_set(fs / "sub.set.json", "")
-            except DirtyMnistError as exc:
-                problems.append(f"the old set was not kept: {exc}")
-            row.check(problems, rc != 0)
+    for _, fs, mounted in full_disk_rounds(row, work, 1 * MB, rounds):
+        out = fs / "sub.csv"
+        base = ["predict", ref, "--data", data, "--cache-dir", cache, "--out", out]
+        rc, err = finish(dm(*base))
+        problems = [] if rc == 0 else [f"first predict failed: {err.strip()[-300:]}"]
+        leave = rng.randint(0, 3000)
+        if mounted:
+            fill(fs, leave)
+        rc, err = finish(dm(*base, "--thresholds", "0.3", limit=None if mounted else leave))
+        problems += clean_exit(rc, err, fs) + leftovers(fs)
+        try:
+            verify_set(fs / "sub.set.json", "")
+        except DirtyMnistError as exc:
+            problems.append(f"the old set was not kept: {exc}")
+        row.check(problems, rc != 0)
     return row
 
 
