@@ -96,11 +96,14 @@ def _png(img: np.ndarray) -> bytes:
 def test_upload_gives_predicts_probabilities(served, url):
     data, run = served
     ref = predict([run], data, split="test")
+    answers = read_label_csv(data / layout.TEST_ANSWER_CSV)
     for row, index in enumerate(ref.index[:2]):
         png = (data / layout.TEST_DIR / layout.png_name(index)).read_bytes()
         status, res = _call(f"{url}/api/predict?name={layout.png_name(index)}", png)
         assert status == 200, res
-        assert res["index"] == index and res["truth"] is None
+        # the data folder's own image (byte for byte): its letters from test_answer.csv
+        assert res["index"] == index
+        assert res["truth"] == answers.labels[list(answers.index).index(index)].tolist()
         assert len(res["runs"]) == 2  # the run and its one checkpoint: the same model
         for r in res["runs"]:
             np.testing.assert_allclose(r["probs"], ref.probs[row], atol=1e-5)
@@ -120,7 +123,7 @@ def test_data_images_show_truth_and_predictions(served, url):
     with urllib.request.urlopen(f"{url}/data/train/00004.png", timeout=30) as resp:
         assert resp.read() == (data / layout.TRAIN_DIR / "00004.png").read_bytes()
     status, res = _call(f"{url}/api/data/train/999")
-    assert status == 400 and "no image 999" in res["error"]
+    assert status == 404 and res["error"] == "train: no image 999"
 
 
 def test_heat_maps_are_the_class_maps(served, url):
@@ -147,7 +150,8 @@ def test_bad_uploads_get_one_line_messages(url):
         "colour.png": (_png(np.zeros((256, 256, 3), np.uint8)), "colour.png: colour image (3 channels)"),
         "deep.png": (_png(grey.astype(np.uint16) * 200), "deep.png: uint16 pixels (16-bit)"),
         "broken.png": (_png(grey)[:60], "broken.png: not a readable image"),
-        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), "huge.png: 5 MB upload, more than 4 MB"),
+        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), "huge.png: 5.0 MB upload, more than 1 MB"),
+        "empty.png": (b"", "empty.png: empty upload"),
     }
     for name, (body, expected) in cases.items():
         status, res = _call(f"{url}/api/predict?name={name}", body)
