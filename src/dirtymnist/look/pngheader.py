@@ -53,8 +53,23 @@ def read_header(data: bytes, name: str) -> PngHeader:
     return PngHeader(width, height, depth, colour, interlace)
 
 
+def idat_bytes(data: bytes, name: str) -> int:
+    """Total length of the IDAT chunks (the compressed pixels), walking the chunk list."""
+    total, pos = 0, 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            total += length
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    return total
+
+
 def check_header(data: bytes, name: str) -> PngHeader:
-    """`read_header`, and refuse anything but a 256x256 8-bit grayscale PNG, before decoding."""
+    """`read_header`, and refuse anything but a 256x256 8-bit grayscale PNG, before decoding;
+    also one whose compressed pixels are far more than such an image can need (a header that
+    says 256x256 over an IDAT that inflates to gigabytes)."""
     head = read_header(data, name)
     size = layout.IMAGE_SIZE
     if (head.width, head.height) != (size, size):
@@ -65,4 +80,8 @@ def check_header(data: bytes, name: str) -> PngHeader:
         what = COLOUR_TYPES[head.colour_type][1]
         raise DataError(f"{name}: colour image ({head.channels} channels), PNG colour type {what}; the models "
                         f"read 8-bit grayscale like the competition's images")
+    raw = size * (1 + (size * head.bit_depth + 7) // 8)  # filter byte + packed row, per row
+    if idat_bytes(data, name) > 2 * raw + 1024:  # stored (uncompressed) deflate needs raw + 0.1 %
+        raise DataError(f"{name}: not a readable image (more compressed pixel data than a "
+                        f"{size}x{size} image holds)")
     return head

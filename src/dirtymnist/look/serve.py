@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("serve_static")
 DATA_PAGE = 200  # most data-folder indices one listing returns
 CSV_BODY_BYTES = 2 << 20  # the JSON of 10,000 images' letters is ~1 MB
-MAX_QUEUED = 32  # uploads decoded / predicted or waiting for it; more: 503, try again
-MAX_CONNECTIONS = 64  # uvicorn answers 503 past this many open connections
+MAX_QUEUED = 64  # uploads decoded / predicted or waiting for it; more: 503, try again
+MAX_CONNECTIONS = 128  # uvicorn answers 503 past this many open connections
 INDEX_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only (str.isdigit also takes '²'), bounded
 
 
@@ -220,20 +220,24 @@ class _DataFolder:
 
 
 class _Queue:
-    """Decode + predict jobs run in worker threads, off the event loop; at most `size` at a time
-    are admitted (computing or waiting for the model), the next is told to try again (503)."""
+    """Decode + predict jobs run in two worker threads, off the event loop (fewer threads, less
+    contention for the GIL with the loop); at most `size` jobs are admitted (computing or
+    waiting), the next is told to try again (503)."""
 
-    def __init__(self, size: int = MAX_QUEUED):
+    def __init__(self, size: int = MAX_QUEUED, threads: int = 2):
+        import anyio
+
         self.size, self.pending = size, 0
+        self.threads = anyio.CapacityLimiter(threads)
 
     async def run(self, fn, *args):
-        from starlette.concurrency import run_in_threadpool
+        import anyio.to_thread
 
         if self.pending >= self.size:
             raise Refusal(503, f"busy: {self.pending} images queued; try again in a moment")
         self.pending += 1
         try:
-            return await run_in_threadpool(fn, *args)
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
         finally:
             self.pending -= 1
 
