@@ -263,6 +263,14 @@ def test_page_in_browser(served, tmp_path):
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
         driver.get(f"{base}/")
         _wait(driver, "return document.body.getAttribute('data-ready')")
+        # the first screen: three test images with their letters from test_answer.csv
+        _wait(driver, "return document.querySelectorAll('.card').length == 3 && "
+                      "document.getElementById('status').getAttribute('data-pending') == '0'")
+        heads = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card-head")]
+        assert all("true letters: " in h for h in heads), heads
+        assert "p > 0.5 for every letter" in driver.find_element(By.ID, "rule").text
+        assert not driver.find_element(By.ID, "pagecheck").is_displayed()  # instrumentation stays hidden
+        driver.find_element(By.ID, "clear").click()
         driver.find_element(By.ID, "files").send_keys(str(png))
         _wait(driver, "return document.querySelectorAll('.card').length == 1 && "
                       "document.getElementById('status').getAttribute('data-pending') == '0'")
@@ -280,8 +288,9 @@ def test_page_in_browser(served, tmp_path):
         _wait(driver, "return Array.from(document.images).every(i => i.complete)")
         driver.execute_script("pageCheck()")
         check = driver.find_element(By.ID, "pagecheck")
-        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "2", check.text
-        assert check.get_attribute("data-errors") == "0", check.text
+        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "2", \
+            check.get_attribute("data-messages")
+        assert check.get_attribute("data-errors") == "0", check.get_attribute("data-messages")
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
 
