@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Host header name to accept besides localhost / 127.0.0.1 / ::1 (repeat; "
                    "'*' any): the name other machines reach this one by")
     p.add_argument("--token", help="every request must carry it (?token=, cookie or "
-                   "'Authorization: Bearer'); 'auto': a random one, printed in the URL")
+                   "'Authorization: Bearer'); 'auto': a random one, printed in the URL. With a token any Host "
+                   "name is accepted")
     p.add_argument("--public", action="store_true",
                    help="allow a non-loopback --host without a token (anyone who reaches it may use it)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",

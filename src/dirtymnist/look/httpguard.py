@@ -124,8 +124,9 @@ class Guard:
         accepted = rules.post_types.get(scope["path"])
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if accepted is not None and media not in accepted:
+            hint = " (curl -F file=@image.png)" if "multipart/form-data" in accepted else ""
             raise Refusal(415, f"Content-Type {media or '(none)'!r} not accepted here; send one of "
-                               f"{', '.join(accepted)}")
+                               f"{', '.join(accepted)}{hint}")
 
 
 class _Reply:

@@ -419,8 +419,13 @@ def serve(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | None 
                     "" if token else " by anyone (--public, no token)")
     if token == "auto":
         token = secrets.token_urlsafe(24)
-    if host not in ("0.0.0.0", "::", ""):
+    if token:  # a rebinding page cannot know the token: any Host name may reach the server
+        allowed_hosts = ["*"]
+    elif host not in ("0.0.0.0", "::", ""):
         allowed_hosts = [*allowed_hosts, host]
+    elif not is_loopback(host) and not allowed_hosts:
+        log.warning("serve: only Host names localhost / 127.0.0.1 / ::1 are accepted; add the "
+                    "name others reach this machine by with --allowed-host NAME")
     sock = _bind(host, port)  # first: a busy port is a one-line error before any model loads
     try:
         app = build_app(runs, data_dir, tta=tta, device=device, thresholds=thresholds,
