@@ -34,7 +34,8 @@ def main() -> int:
         times = []
         for _ in range(args.n):
             t0 = time.perf_counter()
-            req = urllib.request.Request(f"{url}/api/predict?name={Path(args.png).name}", data=png)
+            req = urllib.request.Request(f"{url}/api/predict?name={Path(args.png).name}", data=png,
+                                         headers={"Content-Type": "image/png"})
             with urllib.request.urlopen(req, timeout=60) as resp:
                 resp.read()
             times.append(time.perf_counter() - t0)

@@ -45,6 +45,9 @@ def main() -> int:
         driver.get(f"{url}/")
         while not driver.execute_script("return document.body.getAttribute('data-ready')"):
             time.sleep(0.1)
+        while driver.execute_script("return document.getElementById('status').getAttribute('data-pending') != '0'"):
+            time.sleep(0.2)  # the first screen's images
+        driver.find_element(By.ID, "clear").click()
         driver.execute_script(f"document.getElementById('split').value = '{args.split}';"
                               f"document.getElementById('offset').value = {args.offset};"
                               f"document.getElementById('count').value = {args.count};")

@@ -4,6 +4,7 @@ uploaded through the page shows predict's letters and a heat map."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -52,39 +53,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def url(served):
-    """The app of `served` under uvicorn in a thread on a free port (the run twice: compare)."""
+@contextlib.contextmanager
+def _running(app):
+    """`app` under uvicorn (with serve's slow-client protocol) in a thread on a free port: its URL."""
     import uvicorn
 
-    from dirtymnist.look.serve import build_app
+    from dirtymnist.look.httpguard import slow_client_protocol
 
-    data, run = served
-    app = build_app([run, run / "fold0" / "best.pt"], data)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=slow_client_protocol(10)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
-def _call(url: str, body: bytes | None = None, content_type: str = "application/octet-stream"):
-    """(status, parsed JSON or text) of a GET (body None) or POST."""
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type} if body is not None else {})
+@pytest.fixture(scope="module")
+def url(served):
+    """The app of `served` under uvicorn in a thread on a free port (the run twice: compare)."""
+    from dirtymnist.look.serve import build_app
+
+    data, run = served
+    with _running(build_app([run, run / "fold0" / "best.pt"], data)) as base:
+        yield base
+
+
+def _call(url: str, body: bytes | None = None, content_type: str = "application/octet-stream",
+          headers: dict | None = None, full: bool = False):
+    """(status, parsed JSON or text[, response headers]) of a GET (body None) or POST."""
+    head = {"Content-Type": content_type} if body is not None else {}
+    req = urllib.request.Request(url, data=body, headers={**head, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+            status, raw, got = resp.status, resp.read(), resp.headers
     except urllib.error.HTTPError as err:
-        status, raw, ctype = err.code, err.read(), err.headers.get("Content-Type", "")
-    return status, json.loads(raw) if "json" in ctype else raw.decode()
+        status, raw, got = err.code, err.read(), err.headers
+    parsed = json.loads(raw) if "json" in got.get("Content-Type", "") else raw.decode()
+    return (status, parsed, got) if full else (status, parsed)
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -96,11 +110,14 @@ def _png(img: np.ndarray) -> bytes:
 def test_upload_gives_predicts_probabilities(served, url):
     data, run = served
     ref = predict([run], data, split="test")
+    answers = read_label_csv(data / layout.TEST_ANSWER_CSV)
     for row, index in enumerate(ref.index[:2]):
         png = (data / layout.TEST_DIR / layout.png_name(index)).read_bytes()
         status, res = _call(f"{url}/api/predict?name={layout.png_name(index)}", png)
         assert status == 200, res
-        assert res["index"] == index and res["truth"] is None
+        # the data folder's own image (byte for byte): its letters from test_answer.csv
+        assert res["index"] == index
+        assert res["truth"] == answers.labels[list(answers.index).index(index)].tolist()
         assert len(res["runs"]) == 2  # the run and its one checkpoint: the same model
         for r in res["runs"]:
             np.testing.assert_allclose(r["probs"], ref.probs[row], atol=1e-5)
@@ -120,7 +137,7 @@ def test_data_images_show_truth_and_predictions(served, url):
     with urllib.request.urlopen(f"{url}/data/train/00004.png", timeout=30) as resp:
         assert resp.read() == (data / layout.TRAIN_DIR / "00004.png").read_bytes()
     status, res = _call(f"{url}/api/data/train/999")
-    assert status == 400 and "no image 999" in res["error"]
+    assert status == 404 and res["error"] == "train: no image 999"
 
 
 def test_heat_maps_are_the_class_maps(served, url):
@@ -147,7 +164,8 @@ def test_bad_uploads_get_one_line_messages(url):
         "colour.png": (_png(np.zeros((256, 256, 3), np.uint8)), "colour.png: colour image (3 channels)"),
         "deep.png": (_png(grey.astype(np.uint16) * 200), "deep.png: uint16 pixels (16-bit)"),
         "broken.png": (_png(grey)[:60], "broken.png: not a readable image"),
-        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), "huge.png: 5 MB upload, more than 4 MB"),
+        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), "huge.png: 5.0 MB upload, more than 1 MB"),
+        "empty.png": (b"", "empty.png: empty upload"),
     }
     for name, (body, expected) in cases.items():
         status, res = _call(f"{url}/api/predict?name={name}", body)
@@ -200,6 +218,112 @@ def test_cli_serve_errors_are_one_line(served, tmp_path, capsys):
         assert cli_main(["serve", str(served[1]), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"dirtymnist serve: error: cannot listen on 127.0.0.1:{port} (Address already in use)"
+
+
+def test_multipart_upload_equals_raw(served, url):
+    """curl -F file=@x.png (multipart/form-data) and a raw PNG body give the same answer."""
+    data, _ = served
+    png = (data / layout.TEST_DIR / layout.png_name(17)).read_bytes()
+    form = (b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="00017.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--XyZ--\r\n")
+    status, multi = _call(f"{url}/api/predict", form, "multipart/form-data; boundary=XyZ")
+    assert status == 200, multi
+    status, raw = _call(f"{url}/api/predict?name=00017.png", png, "image/png")
+    assert status == 200 and multi == raw and multi["name"] == "00017.png"
+    if shutil.which("curl"):  # what everyone types
+        out = subprocess.run(["curl", "-sS", "-F", f"file=@{data / layout.TEST_DIR / '00017.png'}",
+                              f"{url}/api/predict"], capture_output=True, text=True, timeout=60)
+        assert json.loads(out.stdout) == raw
+
+
+def test_every_answer_has_security_headers(url):
+    for path in ("/", "/api/info", "/static/app.js", "/api/data/train/%C2%B2", "/nowhere"):
+        _, _, got = _call(f"{url}{path}", full=True)
+        assert got["X-Content-Type-Options"] == "nosniff" and got["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in got["Content-Security-Policy"], path
+
+
+def test_odd_indices_are_404_in_one_line(url):
+    for path in ("/api/data/train/%C2%B2", "/api/data/train/" + "9" * 5000, "/api/data/train/-1",
+                 "/data/train/%C2%B2.png", "/api/data/nosuch/1"):
+        status, res = _call(f"{url}{path}")
+        assert status == 404 and "\n" not in res["error"] and "Error" not in res["error"], (path, res)
+    status, res = _call(f"{url}/api/data/train?offset=1e999")
+    assert status == 400 and res["error"] == "offset must be a whole number 0..999999999"
+
+
+def test_foreign_host_and_cross_origin_posts_are_refused(served, url):
+    port = url.rsplit(":", 1)[1]
+    png = (served[0] / layout.TEST_DIR / layout.png_name(17)).read_bytes()
+    status, res = _call(f"{url}/api/info", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and "--allowed-host" in res["error"]
+    status, res = _call(f"{url}/api/predict", png, "image/png", headers={"Origin": "http://evil.example"})
+    assert status == 403 and "cross-origin" in res["error"]
+    status, res = _call(f"{url}/api/predict", png, "text/plain")  # a CORS "simple" request
+    assert status == 415
+    status, _ = _call(f"{url}/api/predict", png, "image/png", headers={"Origin": url})  # the page itself
+    assert status == 200
+    status, _ = _call(f"{url}/api/info", headers={"Host": f"localhost:{port}"})
+    assert status == 200
+
+
+def test_no_absolute_paths_in_answers(served, url):
+    data, run = served
+    status, info = _call(f"{url}/api/info")
+    assert status == 200
+    text = json.dumps(info)
+    assert str(data) not in text and str(run) not in text and str(run.parent) not in text
+    assert info["runs"][0]["members"] == ["fold0/best.pt"] and info["data"]["root"] == "data"
+
+
+def test_token_and_allowed_hosts(served):
+    from dirtymnist.look.serve import build_app
+
+    data, run = served
+    with _running(build_app([run], data, token="s3cret", allowed_hosts=["dm.example"])) as base:
+        port = base.rsplit(":", 1)[1]
+        status, res = _call(f"{base}/api/info")
+        assert status == 403 and "token" in res["error"]
+        assert _call(f"{base}/api/info", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        status, _, got = _call(f"{base}/?token=s3cret", full=True)
+        assert status == 200 and "dirtymnist_token=s3cret" in got["Set-Cookie"]
+        assert "HttpOnly" in got["Set-Cookie"] and "SameSite=Strict" in got["Set-Cookie"]
+        assert _call(f"{base}/api/info", headers={"Cookie": "dirtymnist_token=s3cret"})[0] == 200
+        assert _call(f"{base}/api/info", headers={"Cookie": "dirtymnist_token=wrong"})[0] == 403
+        status, _ = _call(f"{base}/api/info?token=s3cret", headers={"Host": f"dm.example:{port}"})
+        assert status == 200
+
+
+def test_page_rule_is_predicts(served):
+    """--thresholds as predict takes it: the same letters; the page names the rule."""
+    from dirtymnist.look.serve import Inference, decision_rule
+
+    data, run = served
+    ref = predict([run], data, split="test", thresholds="0.3:count")
+    infer = Inference([run], thresholds="0.3:count")
+    images = np.stack([cv2.imread(str(data / layout.TEST_DIR / layout.png_name(i)), cv2.IMREAD_GRAYSCALE)
+                       for i in ref.index])
+    assert (infer(images)[0]["pred"] == ref.pred).all()
+    assert decision_rule(infer.thresholds) == "p > 0.3 for every letter, count-aware decoding"
+    assert decision_rule(Inference([run]).thresholds) == "p > 0.5 for every letter"
+
+
+def test_cli_refuses_a_remote_host_without_token(served, capsys):
+    assert cli_main(["serve", str(served[1]), "--host", "0.0.0.0", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--token" in err and "--public" in err
+
+
+def test_failed_requests_log_one_line_each(served, url, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="dirtymnist.look.serve"):
+        _call(f"{url}/api/predict?name=a.png", b"nope", "image/png")
+        _call(f"{url}/api/data/train/%C2%B2")
+        time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "-> 400 a.png: not a PNG file" in lines[0] and "-> 404" in lines[1]
 
 
 # --------------------------------------------------------------------------- browser
@@ -259,6 +383,14 @@ def test_page_in_browser(served, tmp_path):
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
         driver.get(f"{base}/")
         _wait(driver, "return document.body.getAttribute('data-ready')")
+        # the first screen: three test images with their letters from test_answer.csv
+        _wait(driver, "return document.querySelectorAll('.card').length == 3 && "
+                      "document.getElementById('status').getAttribute('data-pending') == '0'")
+        heads = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card-head")]
+        assert all("true letters: " in h for h in heads), heads
+        assert "p > 0.5 for every letter" in driver.find_element(By.ID, "rule").text
+        assert not driver.find_element(By.ID, "pagecheck").is_displayed()  # instrumentation stays hidden
+        driver.find_element(By.ID, "clear").click()
         driver.find_element(By.ID, "files").send_keys(str(png))
         _wait(driver, "return document.querySelectorAll('.card').length == 1 && "
                       "document.getElementById('status').getAttribute('data-pending') == '0'")
@@ -276,8 +408,9 @@ def test_page_in_browser(served, tmp_path):
         _wait(driver, "return Array.from(document.images).every(i => i.complete)")
         driver.execute_script("pageCheck()")
         check = driver.find_element(By.ID, "pagecheck")
-        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "2", check.text
-        assert check.get_attribute("data-errors") == "0", check.text
+        assert check.get_attribute("data-images") == check.get_attribute("data-loaded") == "2", \
+            check.get_attribute("data-messages")
+        assert check.get_attribute("data-errors") == "0", check.get_attribute("data-messages")
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
 

@@ -42,7 +42,8 @@ function setPending(delta) {
   if (!n) pageCheck();
 }
 
-// Counts images loaded / broken and errors into #pagecheck (the browser test reads it).
+// Counts images loaded / broken and errors into the hidden #pagecheck's attributes (the
+// browser test reads them; users never see them).
 function pageCheck() {
   var imgs = document.images, ok = 0;
   for (var i = 0; i < imgs.length; i++) if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;
@@ -50,8 +51,7 @@ function pageCheck() {
   node.setAttribute("data-images", imgs.length);
   node.setAttribute("data-loaded", ok);
   node.setAttribute("data-errors", errors.length);
-  node.textContent = "page check: " + ok + "/" + imgs.length + " images loaded, " + errors.length +
-    " errors" + (errors.length ? ": " + errors.join(" | ") : "");
+  node.setAttribute("data-messages", errors.join(" | "));
 }
 
 // Paint letter j's heat map (26 x h x w bytes) into the canvas; null heat = clear.
@@ -95,8 +95,12 @@ function addResult(result, src) {
   card.setAttribute("data-name", result.name);
   var head = el("div", "card-head");
   head.appendChild(el("b", "", result.name));
-  if (result.truth) head.appendChild(el("span", "", "  true letters: " + lettersOf(result.truth)));
-  else head.appendChild(el("span", "muted", "  (true letters unknown)"));
+  if (result.truth) {
+    head.appendChild(el("span", "", "  true letters: "));
+    head.appendChild(el("span", "truth", lettersOf(result.truth)));
+  } else {
+    head.appendChild(el("span", "muted", "  (true letters unknown: not an image of the data folder)"));
+  }
   card.appendChild(head);
   var cols = el("div", "cols");
   var first = result.runs[0].probs, top = first.indexOf(Math.max.apply(null, first));
@@ -118,12 +122,21 @@ function addResult(result, src) {
     var letters = el("span", "letters", lettersOf(r.pred) || "(none)");
     letters.setAttribute("data-letters", lettersOf(r.pred));
     line.appendChild(letters);
+    if (result.truth) {
+      var right = 0;
+      for (var t = 0; t < LETTERS.length; t++) if (!r.pred[t] === !result.truth[t]) right++;
+      line.appendChild(el("span", "score", right + "/" + LETTERS.length + " letters right"));
+    }
     side.appendChild(line);
     var chips = el("div", "chips");
     for (var j = 0; j < LETTERS.length; j++) {
       var chip = el("button", "chip", LETTERS[j]);
       chip.type = "button";
       chip.setAttribute("data-j", j);
+      chip.appendChild(el("span", "p", r.probs[j].toFixed(2)));
+      var pbar = el("span", "pbar");
+      pbar.style.width = (100 * r.probs[j]).toFixed(1) + "%";
+      chip.appendChild(pbar);
       chip.title = LETTERS[j] + ": p = " + r.probs[j].toFixed(3) + ", threshold " + info.thresholds[j];
       if (r.pred[j]) chip.classList.add("on");
       if (result.truth && r.pred[j] && !result.truth[j]) chip.classList.add("halluc");
@@ -134,21 +147,10 @@ function addResult(result, src) {
     side.appendChild(chips);
     side.appendChild(el("div", "heat-note"));
     col.appendChild(side);
-    var bars = el("div", "bars");
-    for (var i = 0; i < LETTERS.length; i++) {
-      var bar = el("div", "bar" + (r.pred[i] ? " on" : ""));
-      var fill = el("div", "fill");
-      fill.style.height = (100 * r.probs[i]).toFixed(1) + "%";
-      var thr = el("div", "thr");
-      thr.style.bottom = (100 * info.thresholds[i]).toFixed(1) + "%";
-      bar.title = LETTERS[i] + ": " + r.probs[i].toFixed(3);
-      bar.appendChild(fill); bar.appendChild(thr); bar.appendChild(el("div", "lab", LETTERS[i]));
-      bars.appendChild(bar);
-    }
-    col.appendChild(bars);
     cols.appendChild(col);
   });
   card.appendChild(cols);
+  document.getElementById("empty").hidden = true;
   document.getElementById("results").appendChild(card);
   select(card, top);
 }
@@ -186,6 +188,10 @@ async function showData() {
   var split = document.getElementById("split").value;
   var offset = Number(document.getElementById("offset").value) || 0;
   var count = Number(document.getElementById("count").value) || 1;
+  await showImages(split, offset, count);
+}
+
+async function showImages(split, offset, count) {
   setPending(1);
   try {
     var list = await getJSON(await fetch("/api/data/" + split + "?offset=" + offset + "&limit=" + count), split);
@@ -230,8 +236,13 @@ async function init() {
   INFO = await getJSON(await fetch("/api/info"), "info");
   LETTERS = INFO.letters;
   document.getElementById("runs").textContent = "Runs: " + INFO.runs.map(function (r) {
-    return r.name + " (" + r.members.length + " model(s), thresholds " + r.threshold_source + ", " + r.decode + ")";
+    return r.name + " (" + r.members.length + " model(s)" + (r.tta !== "none" ? ", TTA " + r.tta : "") + ")";
   }).join("  |  ");
+  var rule = document.getElementById("rule");
+  rule.appendChild(document.createTextNode("Letters decided as dirtymnist predict decides them: "));
+  rule.appendChild(el("b", "", INFO.rule));
+  rule.appendChild(el("span", "muted", " (serve --thresholds SPEC changes it, as predict --thresholds does)"));
+  document.getElementById("curl").textContent = "curl -F file=@50000.png " + location.origin + "/api/predict";
   var csvrun = document.getElementById("csvrun");
   INFO.runs.forEach(function (r, k) { var o = el("option", "", r.name); o.value = k; csvrun.appendChild(o); });
   if (INFO.data) {
@@ -243,6 +254,8 @@ async function init() {
       var o = el("option", "", s + " (" + d.images + (d.labelled ? ", letters known)" : ")"));
       o.value = s; split.appendChild(o);
     });
+  } else {
+    document.getElementById("empty").hidden = false;
   }
   var input = document.getElementById("files"), drop = document.getElementById("drop");
   input.addEventListener("change", function () { uploadAll(Array.from(input.files)); input.value = ""; });
@@ -257,9 +270,21 @@ async function init() {
   document.getElementById("clear").addEventListener("click", function () {
     shown = []; document.getElementById("results").textContent = "";
     document.getElementById("messages").textContent = "";
+    document.getElementById("empty").hidden = false;
   });
   document.body.setAttribute("data-ready", "1");
   pageCheck();
+  if (INFO.data) {  // a first screen to look at
+    var first = firstSplit(INFO.data.splits);
+    document.getElementById("split").value = first;
+    await showImages(first, 0, 3);
+  }
+}
+
+// The split the first screen shows: test when its letters are known (test_answer.csv), else train.
+function firstSplit(splits) {
+  if (splits.test && splits.test.labelled) return "test";
+  return splits.train ? "train" : Object.keys(splits)[0];
 }
 
 document.addEventListener("DOMContentLoaded", function () {
