@@ -24,7 +24,7 @@ from conftest import train_argv
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.data.dataset import read_label_csv
-from dirtymnist.infer.predict import predict
+from dirtymnist.infer.predict import PredictOptions, predict
 from dirtymnist.look.serve import launch
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -299,7 +299,7 @@ def test_page_rule_is_predicts(served):
     from dirtymnist.look.serve import Inference, decision_rule
 
     data, run = served
-    ref = predict([run], data, split="test", thresholds="0.3:count")
+    ref = predict([run], data, split="test", options=PredictOptions(thresholds="0.3:count"))
     infer = Inference([run], thresholds="0.3:count")
     images = np.stack([cv2.imread(str(data / layout.TEST_DIR / layout.png_name(i)), cv2.IMREAD_GRAYSCALE)
                        for i in ref.index])
