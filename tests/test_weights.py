@@ -284,3 +284,22 @@ def test_train_refused_for_weights_that_do_not_fit_records_nothing(tmp_path, cap
     assert not (run / "config.yaml").exists() and not (run / "run.json").exists()
     assert cli_main(train_argv(data, run, [*tiny, "pretrained="])) == 0
     assert (run / "config.yaml").is_file()
+
+
+def test_an_original_layout_file_that_timm_converts_is_not_refused(tmp_path):
+    # An OpenCLIP ConvNeXt tower names its tensors `visual.trunk.*`; timm's convnext filter renames
+    # them on load, so the name check must see them as timm will, and the weights must arrive.
+    import timm
+
+    from dirtymnist.model.weights import check_timm_file
+
+    state = timm.create_model("convnext_atto").state_dict()
+    path = tmp_path / "open_clip_convnext_atto.pth"
+    torch.save({f"visual.trunk.{k}": v for k, v in state.items() if not k.startswith("head.fc.")}, path)
+    check_timm_file(path, "convnext_atto")  # no ConfigError
+    cfg = load_config("cpu", ["model=convnext_atto", f"pretrained={path}", "in_chans=3", "head=timm"])
+    got = {k.removeprefix("trunk."): v for k, v in build_model(cfg, 26).state_dict().items()}
+    key = "stages.2.blocks.1.conv_dw.weight"
+    assert torch.equal(got[key], state[key])
+    with pytest.raises(ConfigError, match="weights do not fit model resnet18"):
+        check_timm_file(path, "resnet18")  # still one line for a file of another model

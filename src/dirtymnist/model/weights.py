@@ -234,11 +234,12 @@ def check_timm_file(path: str | Path, model_name: str) -> None:
     from timm.models import load_state_dict
 
     try:
-        keys = list(load_state_dict(str(path)))  # what timm's loader will see (EMA / state_dict keys)
+        state = load_state_dict(str(path))  # what timm's loader will see (EMA / state_dict keys)
     except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
         raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__})") from None
     with torch.device("meta"):  # names only: no memory, no initialisation
         net = timm.create_model(model_name, pretrained=False)
+    keys = list(_as_timm_converts(state, net))
     own = list(net.state_dict())
     classifier = net.pretrained_cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -250,6 +251,21 @@ def check_timm_file(path: str | Path, model_name: str) -> None:
         raise ConfigError(f"{path}: weights do not fit model {model_name}: "
                           f"{effnet_pytorch.problems(len(keys), homeless, [], absent)}; "
                           "is it for another model?")
+
+
+def _as_timm_converts(state: dict, net) -> dict:
+    """`state` renamed as timm's loader renames it for `net`: the model family's own
+    `checkpoint_filter_fn` converts original layouts (FB ConvNeXt, OpenCLIP towers, ...), so such a
+    file fits although its names are not the model's. A filter that cannot run here leaves them."""
+    import sys
+
+    convert = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
+    if convert is None:
+        return state
+    try:
+        return convert(state, net)
+    except Exception:  # noqa: BLE001 - then the names are checked as they are
+        return state
 
 
 def _is_own_file(keys: set[str]) -> bool:
