@@ -92,16 +92,20 @@ class _Job:
         self.tta, self.fit, self.models = "none", None, ""
 
     def run(self) -> JobSummary:
-        args = {"data": str(self.data.absolute()), "preset": self.preset, "overrides": self.overrides,
+        args = {"data": str(self.data.absolute()), "preset": self.preset, "overrides": list(self.overrides),
                 "folds": self.folds, "minutes": self.o.minutes, "run": self.run_dir.path.name}
         self.record.open(args, force=self.o.force, renew=self.o.renew)
         self.bar = JobProgress(f"run {self.out.name}")
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.bar.close)
+            if not self.bar.bar.disable:  # log lines above the bar, not through it
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                stack.enter_context(logging_redirect_tqdm())
             self._prepare()
             self._train()
             self._infer()
-        finally:
-            self.bar.close()
+            self.bar.finish()
         self.summary.actual = self._actual()
         return self.summary
 
@@ -165,7 +169,7 @@ class _Job:
                                    folds_k=self.cfg.folds_k, folds=self.folds)
                 self.record.set_plan(plan.to_dict())
             plan = Plan.from_dict(self.record.plan)
-            print(plan.format(), flush=True)
+            log.info("%s", plan.format())
         self.overrides.append(f"epochs={plan.epochs}")  # the cosine schedule ends with the plan
         self.cfg = load_config(self.preset, self.overrides)
         data_epochs = sum(e.source == "data" for e in build_plan(self.cfg, max(data_steps, 1)))

@@ -61,6 +61,10 @@ class JobProgress:
         if n > self.bar.n:
             self.bar.update(n - self.bar.n)
 
+    def finish(self) -> None:
+        """The job is done: the bar at its end (settings reserved but not predicted included)."""
+        self._jump(self.bar.total or 0)
+
     def close(self) -> None:
         self.bar.close()
 

@@ -41,9 +41,9 @@ class JobRecord:
             diff = [k for k in sorted(set(args) | set(self.data.get("args", {})))
                     if args.get(k) != self.data["args"].get(k)]
             if diff and not (force or renew):
-                was = ", ".join(f"{k}={self.data['args'].get(k)!r}" for k in diff)
+                was = "; ".join(_change(k, self.data["args"].get(k), args.get(k)) for k in diff)
                 raise ConfigError(f"{self.path}: this job was started with other arguments (differs in "
-                                  f"{', '.join(diff)}: was {was}); rerun it as it was, choose another "
+                                  f"{', '.join(diff)}: {was}); rerun it as it was, choose another "
                                   "--out, or pass --force")
             if diff or force:
                 self.data = {"args": args, "plan": None, "steps": {}}
@@ -87,6 +87,14 @@ class JobRecord:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+def _change(key: str, was, now) -> str:
+    """`minutes 30.0 -> 60.0`; for lists (overrides) only the items that differ."""
+    if isinstance(was, list) and isinstance(now, list):
+        gone, new = [x for x in was if x not in now], [x for x in now if x not in was]
+        return f"{key} " + ", ".join([*(f"-{x}" for x in gone), *(f"+{x}" for x in new)] or ["reordered"])
+    return f"{key} {was!r} -> {now!r}"
 
 
 def models_key(files: list[Path]) -> str:
