@@ -65,6 +65,17 @@ def nth_call(var: str) -> bool:
     return _counts[var] == int(target)
 
 
+def arm_kill_in_step(step: str) -> None:
+    """Fault injection for the job's kill/resume tests: DIRTYMNIST_KILL_IN_STEP=NAME:N makes the
+    N-th atomic write after a step whose name starts with NAME begins kill this process
+    (DIRTYMNIST_KILL_AT_WRITE, counted from now)."""
+    spec = os.environ.get("DIRTYMNIST_KILL_IN_STEP", "")
+    name, _, n = spec.rpartition(":")
+    if name and step.startswith(name):
+        var = "DIRTYMNIST_KILL_AT_WRITE"
+        os.environ[var] = str(_counts.get(var, 0) + int(n))
+
+
 def maybe_inject_enospc() -> None:
     """Fault injection for tests where no small filesystem can be mounted:
     DIRTYMNIST_ENOSPC_AT_WRITE=N makes this process's N-th big write (atomic writes,

@@ -20,7 +20,7 @@ from dirtymnist.errors import DirtyMnistError
 _NO_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 # Modules under dirtymnist.cli, each with `register(subparsers)`; order = order in --help.
-_GROUPS = ("data", "synth", "training", "search", "squeeze", "inference", "look", "serve", "delivery")
+_GROUPS = ("job", "data", "synth", "training", "search", "squeeze", "inference", "look", "serve", "delivery")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "onnx")
 CONFUSABLE = ("b", "d", "p", "q", "n", "u")  # letters a rotation or mirror can turn into another
+_SAME_VIEW = {"id": "rot0"}  # TTA views that are one transform under two names (transforms.TTA_PRESETS)
 
 
 @dataclass
@@ -169,6 +170,8 @@ class TtaReport:
     presets: dict[str, dict] = field(default_factory=dict)  # name -> label_acc, exact_match, ...
     views: dict[str, float] = field(default_factory=dict)  # view name -> label_acc alone
     oof_max_abs_diff: float = 0.0  # preset "none" against the saved oof.npy (a sanity check)
+    probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # preset -> (rows, K) probabilities
+    targets: np.ndarray | None = field(default=None, repr=False)  # (rows, K) uint8 labels of those rows
 
     def format(self) -> str:
         base = self.presets.get("none", {}).get("seconds") or 1.0
@@ -186,10 +189,13 @@ class TtaReport:
 def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
                  presets: Sequence[str] | None = None, batch_size: int = 64,
                  cache_dir: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None) -> TtaReport:
+                 device: str | torch.device | None = None, max_rows: int | None = None,
+                 seed: int = 0) -> TtaReport:
     """OOF label accuracy of each TTA preset: every fold re-predicts its own validation rows.
 
-    Each distinct view is run once per fold; a preset's logits are the mean of its views'.
+    Each distinct view is run once per fold; a preset's logits are the mean of its views' (rot90
+    reuses none's view). `max_rows`: at most this many OOF rows, a sample stratified by fold (each
+    fold gives its share, drawn with `seed`), so that the cost is bounded on 50,000 rows.
     """
     from dirtymnist.data.cache import build_cache, open_split
     from dirtymnist.data.dataset import DataPaths
@@ -203,17 +209,19 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
     folds = [f for f in run.folds() if f.best.is_file()]
     if not folds:
         raise ConfigError(f"{run.path}: evaluate-tta needs a run directory whose folds have a best checkpoint")
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"--max-rows {max_rows}: must be at least 1")
     data = open_split(build_cache(DataPaths.from_root(data_dir), cache_dir=cache_dir, splits=("train",)), "train")
     device = torch.device(device) if device is not None else choose_device()
-    view_fns = {v: fn for name in presets for v, fn in TTA_PRESETS[name]}
+    # none's view is rot90's first (the same transform under two names): computed once as "rot0"
+    view_fns = {_SAME_VIEW.get(v, v): fn for name in presets for v, fn in TTA_PRESETS[name]}
     logits = {v: [] for v in view_fns}
     seconds = dict.fromkeys(view_fns, 0.0)
     targets, diffs = [], []
+    take = _fold_sample(folds, max_rows, seed)
+    bar = _bar(len(folds) * len(view_fns), "evaluate-tta", "view")
     for fold in folds:
-        for path in (fold.oof, fold.oof_index):
-            if not path.is_file():
-                raise ConfigError(f"{path}: missing; evaluate-tta needs each fold's OOF rows")
-        saved, oof_index = fold.read_oof()
+        saved, oof_index = (a[take[fold.fold]] for a in fold.read_oof())
         pos = positions(data.index, oof_index)
         if (pos < 0).any():
             raise DataError(f"{fold.oof_index}: rows not in {data_dir}'s training split (other data?)")
@@ -225,20 +233,23 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
             logits[v].append(model.logits(data.images, pos, [(v, fn)], batch_size=batch_size,
                                           desc=f"{fold.path.name} {v}"))
             seconds[v] += time.perf_counter() - t0
+            bar.update(1)
         if "none" in presets:
-            fresh = sigmoid(np.mean([logits[v][-1] for v, _ in TTA_PRESETS["none"]], axis=0))
+            fresh = sigmoid(np.mean([logits[_SAME_VIEW.get(v, v)][-1] for v, _ in TTA_PRESETS["none"]], axis=0))
             if saved.shape == fresh.shape:
                 diffs.append(float(np.abs(saved - fresh).max()))
         targets.append(data.labels[pos])
+    bar.close()
     y = np.concatenate(targets)
     cols = [layout.LETTERS.index(c) for c in CONFUSABLE]
-    report = TtaReport(rows=len(y), oof_max_abs_diff=max(diffs, default=float("nan")))
+    report = TtaReport(rows=len(y), oof_max_abs_diff=max(diffs, default=float("nan")), targets=y)
     stacked = {v: np.concatenate(parts) for v, parts in logits.items()}
     for v, z in stacked.items():
         report.views[v] = label_accuracy(decode(sigmoid(z), 0.5), y)
     for name in presets:
-        names = [v for v, _ in TTA_PRESETS[name]]
-        pred = decode(sigmoid(np.mean([stacked[v] for v in names], axis=0)), 0.5)
+        names = [_SAME_VIEW.get(v, v) for v, _ in TTA_PRESETS[name]]
+        report.probs[name] = sigmoid(np.mean([stacked[v] for v in names], axis=0))
+        pred = decode(report.probs[name], 0.5)
         report.presets[name] = {
             "views": len(names),
             "label_acc": label_accuracy(pred, y),
@@ -250,6 +261,29 @@ def evaluate_tta(run: str | os.PathLike, data_dir: str | os.PathLike, *,
 
 
 # --------------------------------------------------------------------------- helpers
+def _fold_sample(folds, max_rows: int | None, seed: int) -> dict[int, np.ndarray]:
+    """fold -> positions of its OOF rows to re-predict: all, or a fold-stratified sample of
+    `max_rows` in all (each fold its share of the rows, sorted, drawn with `seed`)."""
+    for fold in folds:
+        for path in (fold.oof, fold.oof_index):
+            if not path.is_file():
+                raise ConfigError(f"{path}: missing; evaluate-tta needs each fold's OOF rows")
+    sizes = {f.fold: len(np.load(f.oof_index, mmap_mode="r")) for f in folds}
+    total = sum(sizes.values())
+    if max_rows is None or max_rows >= total:
+        return {k: np.arange(n) for k, n in sizes.items()}
+    rng = np.random.default_rng(seed)
+    return {k: np.sort(rng.choice(n, max(1, round(max_rows * n / total)), replace=False))
+            for k, n in sizes.items()}
+
+
+def _bar(total: int, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    # a notebook widget or a terminal bar only (disable=None), so logs and tests stay clean
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, dynamic_ncols=True)
+
+
 def _write_outputs(result: PredictResult, out, template_csv: Path) -> None:
     from dirtymnist.submission import write_submission_set
 

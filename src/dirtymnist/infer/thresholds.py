@@ -112,7 +112,11 @@ def fit_per_letter(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray = GR
     """(26,) thresholds: per letter, the grid value with the best OOF accuracy (ties: nearest 0.5)."""
     probs, targets = np.asarray(probs), np.asarray(targets).astype(bool)
     # (G, N, K) would be big for 50,000 rows; loop over the grid instead, (G, K) accuracies.
-    acc = np.stack([((probs > t) == targets).mean(axis=0) for t in grid])
+    from tqdm.auto import tqdm
+
+    # a terminal bar only (disable=None): 50,000 rows take a while per grid value
+    acc = np.stack([((probs > t) == targets).mean(axis=0)
+                    for t in tqdm(grid, desc="thresholds", unit="value", leave=False, disable=None)])
     # prefer the best accuracy, then the smallest distance to 0.5 (argmax takes the first)
     order = np.argsort(np.abs(grid - 0.5), kind="stable")
     best = order[np.argmax(acc[order], axis=0)]

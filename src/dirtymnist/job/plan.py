@@ -1,0 +1,103 @@
+"""How a `run --minutes N` job spends its minutes: a pure function of measured costs and a budget.
+
+    costs = Costs(step_s=0.42, data_steps=300, other_steps=0, val_rows=1920, view_s=0.004,
+                  test_rows=5000, tta_rows=2000, tta_views=9, test_views=5, fixed_s=30)
+    plan = plan_budget(3600, spent_s=40, costs=costs, folds_k=5)   # -> Plan(epochs=12, folds=[0, 1], ...)
+
+The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
+- Inference is reserved first: the test split through every kept fold model and each predicted
+  setting's views, the bounded TTA choice on out-of-fold rows, thresholds, report and package,
+  plus a safety margin (10 % of the budget) for what the measurement cannot see.
+- The rest trains. Measured on 9,600 scenes (issue #49): two more data-stage epochs bought about
+  two points (finetune 2 epochs 0.839 -> 6 epochs 0.856), while five folds from one start with two
+  short epochs each scored what one fold does (0.841 vs 0.839). So one fold gets as many
+  data-stage epochs as fit, up to `EPOCH_CAP`; folds are added only when the cap is reached with
+  time to spare, each with the cap's epochs (an ensemble of well-trained folds, never of short ones).
+- A final fit on all rows is not planned: nothing measured says it gains here, and a model with no
+  held-out rows gives no out-of-fold rows to fit thresholds or choose the TTA on.
+- The data stage's length is the plan's `epochs` (the `epochs` key), so the cosine schedule ends on
+  time; stages on generated scenes keep their own steps and are costed at the measured step rate.
+- A budget too small for one epoch still plans one (`fits` False, said in the plan table).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+EPOCH_CAP = 12  # data-stage epochs of one fold before folds are added (gains still seen at 6; capped for safety)
+MARGIN = 0.10  # share of the budget kept back for what the measurement does not see
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What the plan is made of: measured rates and the job's sizes."""
+
+    step_s: float  # seconds of one optimizer step (measured on the data stage's first steps)
+    data_steps: int  # data-stage optimizer steps in one epoch of one fold
+    other_steps: int  # optimizer steps of a fold's other stages (generated scenes), fixed by the preset
+    val_rows: int  # one fold's validation rows (predicted once per epoch, one view)
+    view_s: float  # seconds of one image through one view of one model (measured on one batch)
+    test_rows: int
+    tta_rows: int  # out-of-fold rows of the TTA choice (the bounded sample)
+    tta_views: int  # distinct views of the TTA candidates (each computed once per row, then reused)
+    test_views: int  # views of the test split per fold model (every predicted setting's)
+    fixed_s: float  # thresholds, evaluate, report and package (an estimate: not measured up front)
+
+
+@dataclass
+class Plan:
+    """The decision: the data stage's epochs, the folds, and the minutes each part is given."""
+
+    budget_s: float
+    epochs: int
+    folds: list[int]
+    fits: bool  # False when even one fold of one epoch does not fit the budget
+    seconds: dict[str, float] = field(default_factory=dict)  # part -> planned seconds
+    costs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        return cls(**d)
+
+    def format(self) -> str:
+        lines = [f"plan for {self.budget_s / 60:.1f} minutes: {len(self.folds)} fold(s) "
+                 f"({','.join(map(str, self.folds))}) x {self.epochs} data-stage epoch(s)"
+                 + ("" if self.fits else " -- the budget is too small even for this"),
+                 "", "| part | planned minutes |", "|---|---|"]
+        lines += [f"| {part} | {s / 60:.2f} |" for part, s in self.seconds.items()]
+        return "\n".join(lines)
+
+
+def plan_budget(budget_s: float, spent_s: float, costs: Costs, *, folds_k: int,
+                folds: list[int] | None = None, epoch_cap: int = EPOCH_CAP, margin: float = MARGIN) -> Plan:
+    """Epochs (then folds) that fit `budget_s` after `spent_s` already spent (cache, folds, measuring).
+
+    `folds` given: those folds, the plan chooses epochs only. Otherwise fold 0 first, folds added in
+    order once `epoch_cap` epochs fit (never more than `folds_k`).
+    """
+    c = costs
+    epoch_s = c.data_steps * c.step_s + c.val_rows * c.view_s  # train one epoch, then validate it
+    fold_fixed_s = c.other_steps * c.step_s + c.test_rows * c.test_views * c.view_s  # per kept fold
+    tta_s = c.tta_rows * c.tta_views * c.view_s
+    reserve_s = budget_s * margin + c.fixed_s + tta_s
+    avail = budget_s - spent_s - reserve_s  # for training and predicting the test split
+
+    n = len(folds) if folds else 1
+    epochs = math.floor((avail - n * fold_fixed_s) / max(n * epoch_s, 1e-9))
+    epochs = max(1, min(epoch_cap, epochs))
+    if not folds:
+        if epochs == epoch_cap:  # the cap reached: spend what is left on more folds of the same length
+            per_fold = fold_fixed_s + epoch_cap * epoch_s
+            n = max(1, min(folds_k, math.floor(avail / max(per_fold, 1e-9))))
+        folds = list(range(n))
+    train_s = n * (c.other_steps * c.step_s + epochs * epoch_s)
+    predict_s = n * c.test_rows * c.test_views * c.view_s
+    seconds = {"already spent (cache, folds, measuring)": spent_s, "train": train_s,
+               "choose TTA (OOF sample)": tta_s, "predict (test split)": predict_s,
+               "thresholds, evaluate, report, package": c.fixed_s, "margin": budget_s * margin}
+    fits = spent_s + train_s + predict_s + reserve_s <= budget_s + 1e-9
+    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c))

@@ -1,0 +1,172 @@
+"""`dirtymnist run`: the whole job on tiny data, its reuse on a rerun, kill/resume of a real process,
+the time-budget plan (a pure function, then end to end), and its one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from dirtymnist import layout
+from dirtymnist.cli import main as cli_main
+from dirtymnist.infer.evaluate import evaluate_submission
+from dirtymnist.job import JobOptions, run_job
+from dirtymnist.job.plan import EPOCH_CAP, Costs, plan_budget
+from dirtymnist.model.checkpoint import load_checkpoint
+
+TINY = ("model=test_resnet", "image_size=32", "batch_size=8", "epochs=2", "stages=[]", "ema=0.9",
+        "checkpoint_minutes=0.000001")
+
+
+def _options(**kw) -> JobOptions:
+    return JobOptions(**{"folds": (0,), "overrides": TINY, "tta_rows": 6, "batch_size": 8, **kw})
+
+
+def _mtimes(*paths):
+    return {p: p.stat().st_mtime_ns for p in paths}
+
+
+def test_run_job_end_to_end_then_a_rerun_reuses_everything(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=40, n_test=6)
+    out = tmp_path / "job"
+    first = run_job(data, "cpu", out, _options())
+    names = [name for name, _, _ in first.steps]
+    assert names[:2] == ["cache", "folds"] and names[-2:] == ["report", "package"]
+    assert any(n.startswith("train (cpu, fold 0)") for n in names) and "evaluate" in names
+    run = out / "runs" / "cpu"
+    for path in (out / "job.json", out / "submission.csv", out / "submit" / "main.py", run / "thresholds.json",
+                 run / "report" / "report.html", out / "predictions" / "none.csv", out / "predictions" / "rot90.csv"):
+        assert path.is_file(), path
+
+    # the summary's last test row is the written submission, scored by `evaluate`
+    scored = evaluate_submission(out / "submission.csv", data / layout.TEST_ANSWER_CSV)
+    name, acc, exact = first.scores[-1]
+    assert (acc, exact) == (scored.label_acc, scored.exact_match) and first.tta in name
+    assert first.oof_rows == 6 and {n for n, _ in first.oof} >= {"no TTA, threshold 0.5", "rot90 TTA, OOF thresholds"}
+    table = first.format()
+    assert "== dirtymnist run ==" in table and "| inference | OOF label accuracy |" in table
+    assert all(f"| {n} | {a:.4f} | {e:.4f} |" in table for n, a, e in first.scores)
+    record = json.loads((out / "job.json").read_text())
+    assert record["args"]["preset"] == "cpu" and all(s["done"] for s in record["steps"].values())
+
+    # the same call again: nothing trained, predicted or packaged again, the same scores
+    kept = [run / "fold0" / "best.pt", run / "fold0" / "last.pt", out / "predictions" / "rot90.probs.npy",
+            out / "submit" / "main.py", run / "report" / "report.html"]
+    before = _mtimes(*kept)
+    second = run_job(data, "cpu", out, _options())
+    assert _mtimes(*kept) == before
+    assert second.scores == first.scores and second.oof == first.oof and second.tta == first.tta
+    assert (out / "submission.csv").read_bytes() == (out / "submission.csv").read_bytes()
+
+
+def test_other_arguments_are_refused_in_one_line_and_bad_inputs_too(tmp_path, make_dataset, capsys):
+    data = make_dataset(tmp_path / "data", n_train=24, n_test=2)
+    out = tmp_path / "job"
+    (out).mkdir()
+    (out / "job.json").write_text(json.dumps({"args": {"data": str(data.absolute()), "preset": "cpu",
+                                                       "overrides": [], "folds": None, "minutes": 30.0,
+                                                       "run": "cpu"}, "plan": None, "steps": {}}))
+    assert cli_main(["run", str(data), "--preset", "cpu", "--out", str(out), "--minutes", "60"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "differs in minutes" in err and "--force" in err
+
+    assert cli_main(["run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nowhere" in err and not (tmp_path / "o1").exists()
+
+    (data / layout.TRAIN_CSV).write_text("index,letters\n0,abc\n")
+    assert cli_main(["run", str(data), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and layout.TRAIN_CSV in err and "Traceback" not in err and not (tmp_path / "o2").exists()
+
+
+# --------------------------------------------------------------------------- the plan
+COSTS = Costs(step_s=0.5, data_steps=100, other_steps=0, val_rows=2000, view_s=0.005, test_rows=5000,
+              tta_rows=2000, tta_views=9, test_views=5, fixed_s=30)  # an epoch: 50 s + 10 s validation
+
+
+def test_plan_gives_one_fold_the_epochs_that_fit():
+    plan = plan_budget(15 * 60, 20, COSTS, folds_k=5)
+    assert plan.folds == [0] and plan.fits
+    # 900 - 20 spent - 90 margin - 30 fixed - 90 TTA choice - 125 test predict = 545 s: 9 epochs of 60 s
+    assert plan.epochs == 9
+    assert sum(plan.seconds.values()) <= 15 * 60
+
+
+def test_plan_adds_folds_only_when_the_epoch_cap_is_reached():
+    plan = plan_budget(60 * 60, 20, COSTS, folds_k=5)
+    # 3600 - 20 - 360 margin - 30 - 90 = 3100 s; a fold of 12 epochs and its test predict: 720 + 125 s
+    assert plan.epochs == EPOCH_CAP and plan.folds == [0, 1, 2] and plan.fits
+    assert plan_budget(600 * 60, 20, COSTS, folds_k=5).folds == [0, 1, 2, 3, 4]  # never past folds_k
+
+
+def test_plan_with_given_folds_chooses_epochs_and_a_tiny_budget_still_plans_one():
+    plan = plan_budget(30 * 60, 20, COSTS, folds_k=5, folds=[0, 1, 2])
+    assert plan.folds == [0, 1, 2] and 1 <= plan.epochs < EPOCH_CAP
+    small = plan_budget(60, 20, COSTS, folds_k=5)
+    assert (small.epochs, small.folds, small.fits) == (1, [0], False)
+    assert "too small" in small.format()
+
+
+def test_minutes_end_to_end_plans_once_and_shows_planned_against_actual(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=40, n_test=6)
+    out = tmp_path / "job"
+    options = _options(folds=None, minutes=1.0)
+    summary = run_job(data, "cpu", out, options)
+    plan = json.loads((out / "job.json").read_text())["plan"]
+    assert plan["budget_s"] == 60 and 1 <= plan["epochs"] <= EPOCH_CAP and plan["folds"][0] == 0
+    assert plan["costs"]["step_s"] > 0 and plan["costs"]["view_s"] > 0
+    assert not (out / ".measure").exists()
+    ckpt = load_checkpoint(out / "runs" / "cpu" / "fold0" / "last.pt")
+    assert ckpt["config"]["epochs"] == plan["epochs"] == ckpt["epoch"]  # the schedule is the plan's
+    table = summary.format()
+    assert "| part | planned minutes | actual minutes |" in table and "| train |" in table
+    assert summary.actual["train"] > 0
+    # a restart keeps the first plan (no second measurement)
+    again = run_job(data, "cpu", out, options)
+    assert json.loads((out / "job.json").read_text())["plan"] == plan and again.plan == plan
+
+
+# --------------------------------------------------------------------------- kill / resume
+def _run_cmd(data, out):
+    cmd = [sys.executable, "-m", "dirtymnist", "run", str(data), "--preset", "cpu", "--out", str(out),
+           "--folds", "0", "--tta-rows", "6"]
+    for item in TINY:
+        cmd += ["--set", item]
+    return cmd
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIRTYMNIST_KILL")}
+    env.update({"OMP_NUM_THREADS": "1", **extra})
+    return env
+
+
+# the 16th atomic write of the train step: mid epoch 2 (last.pt at epoch 1, step 3 of 4); the 2nd of
+# the predict step: the first prediction set's probabilities (its manifest still says incomplete)
+KILLS = ("train:16", "predict:2")
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_submission(tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "data", n_train=40, n_test=6)
+    ref, out = tmp_path / "ref", tmp_path / "job"
+    done = subprocess.run(_run_cmd(data, ref), env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    fold = out / "runs" / "cpu" / "fold0"
+    for spec in KILLS:
+        proc = subprocess.run(_run_cmd(data, out), env=_env(DIRTYMNIST_KILL_IN_STEP=spec), capture_output=True)
+        assert proc.returncode == -9, (spec, proc.stderr.decode()[-2000:])
+        if spec.startswith("train"):  # killed inside epoch 2: epoch 1 is kept (at most the current epoch lost)
+            ckpt = load_checkpoint(fold / "last.pt")
+            rows = (fold / "metrics.jsonl").read_text().splitlines()
+            assert ckpt["epoch"] == len(rows) == 1 and ckpt["step"] > 0, (ckpt["epoch"], ckpt["step"])
+    done = subprocess.run(_run_cmd(data, out), env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "dirtymnist run" in done.stdout.decode()
+    assert [json.loads(r)["epoch"] for r in (fold / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "submission.csv").read_bytes() == (ref / "submission.csv").read_bytes()
+    np.testing.assert_array_equal(np.load(out / "submission.probs.npy"), np.load(ref / "submission.probs.npy"))
+    assert not list(out.rglob(".*.tmp"))
