@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from faultkit import campaign, table  # noqa: E402
+from mdtable import print_campaign  # noqa: E402
 
 
 def main() -> None:
@@ -26,12 +27,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dm-faults-") as tmp:
         rows = campaign(Path(tmp), args.rounds, args.seed,
                         set(args.only.split(",")) if args.only else None)
-    print("## Faults survived\n")
-    print(table(rows))
-    print(f"\n{time.perf_counter() - t0:.0f} s")
-    for r in rows:
-        for p in r.problems:
-            print(f"- {r.fault}: {p}")
+    print_campaign("Faults survived", table(rows), time.perf_counter() - t0,
+                   [(r.fault, p) for r in rows for p in r.problems])
 
 
 if __name__ == "__main__":

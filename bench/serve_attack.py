@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mdtable import print_campaign  # noqa: E402
 from serve_campaign import campaign, table  # noqa: E402
 
 from dirtymnist import layout  # noqa: E402
@@ -49,12 +50,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
-    print("## Serve under attack\n")
-    print(table(rows))
-    print(f"\n{time.perf_counter() - t0:.0f} s")
-    for r in rows:
-        for p in r.problems:
-            print(f"- {r.case}: {p}")
+    print_campaign("Serve under attack", table(rows), time.perf_counter() - t0,
+                   [(r.case, p) for r in rows for p in r.problems])
     return 1 if any(r.problems for r in rows) else 0
 
 

@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import cv2
+import mdtable
 import numpy as np
 
 from dirtymnist import layout
@@ -451,9 +452,5 @@ def campaign(work: Path, rounds: int, seed: int = 0, only: set[str] | None = Non
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| fault | rounds tried | rounds the fault struck | data lost | full disk made with |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.fault} | {r.rounds} | {r.hit} | {'none' if not r.lost else r.lost} "
-                     f"| {r.mode or '-'} |")
-    return "\n".join(lines)
+    return mdtable.table(["fault", "rounds tried", "rounds the fault struck", "data lost", "full disk made with"],
+                          [[r.fault, r.rounds, r.hit, r.lost or "none", r.mode or "-"] for r in rows])

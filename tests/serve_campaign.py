@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mdtable
+
 HOST = "127.0.0.1"
 MB = 1 << 20
 MAX_PEAK_MB = 300
@@ -394,12 +396,10 @@ def campaign(pid: int, port: int, png: bytes, limit_png: int, timeout: float, lo
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| case | answer | peak memory above idle | time | server up | others' slowest answer meanwhile |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.case} | {r.answers} | {max(r.peak_mb, 0):.0f} MB | {r.seconds:.2f} s | "
-                     f"{'yes' if r.up else 'NO'} | {r.others_ms:.0f} ms |")
-    return "\n".join(lines)
+    return mdtable.table(
+        ["case", "answer", "peak memory above idle", "time", "server up", "others' slowest answer meanwhile"],
+        [[r.case, r.answers, f"{max(r.peak_mb, 0):.0f} MB", f"{r.seconds:.2f} s", "yes" if r.up else "NO",
+          f"{r.others_ms:.0f} ms"] for r in rows])
 
 
 def median_ms(values: list[float]) -> float:
