@@ -191,7 +191,7 @@ def augment(x: torch.Tensor, name: str, g: torch.Generator) -> torch.Tensor:
 # Each view is a deterministic function (B, C, S, S) -> (B, C, S', S'). Letter presence is
 # invariant to where a letter is, so outputs are averaged without un-transforming. A zoomed view
 # (S' = ZOOM x S, bilinear) shows a fully-convolutional net its input larger: small letters get
-# more cells of the class maps (bench/tta_scales.py measures it; any net that takes any size).
+# more cells of the class maps (BENCHMARKS.md; any net that takes any size).
 ZOOM = 1.25
 
 

@@ -120,7 +120,7 @@ def tune(data_dir, preset: str = "cpu", *, out: str | Path = "runs/tune",
     if o.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {o.workers}")
     space = load_space(o.space)
-    overrides = list(o.overrides)
+    overrides = list(o.overrides or ())
     if o.subset and not any(item.startswith("subset=") for item in overrides):
         overrides.append(f"subset={o.subset}")
     base = load_config(preset, overrides)  # fail early on bad overrides, before OUT is made
