@@ -344,9 +344,10 @@ def run_case(case: Case, pid: int, port: int, log: Path | None) -> Row:
     row.peak_mb = (watch.peak - watch.idle) / MB
     row.others_ms = 1000 * max(watch.latencies, default=0.0)
     row.up = request(port, "GET", "/api/info", timeout=5).status == "200"
-    time.sleep(0.1)  # the log catches up
-    row.log_lines = _lines(log) - lines_before
     counts = Counter(a.status for a in answers)
+    refused = case.logged if case.logged is not None else sum(
+        a.status not in ("200", "different") for a in answers)
+    row.log_lines = _settled_lines(log, lines_before, refused)
     row.answers = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in sorted(counts.items()))
     bad = sorted(set(counts) - case.expect)
     if bad:
@@ -363,8 +364,6 @@ def run_case(case: Case, pid: int, port: int, log: Path | None) -> Row:
     for a in answers:
         _check_body(a, row)
     if log is not None:
-        refused = case.logged if case.logged is not None else sum(
-            a.status not in ("200", "different") for a in answers)
         if row.log_lines != refused:
             row.problems.append(f"{row.log_lines} log lines for {refused} refused requests")
     return row
@@ -381,6 +380,16 @@ def _check_body(a: Answer, row: Row) -> None:
         return
     if "\n" in text or "Traceback" in text or "/tmp/" in text or "/home/" in text or "/work/" in text:
         row.problems.append(f"{a.status} message {text[:120]!r}")
+
+
+def _settled_lines(log: Path | None, before: int, expected: int, wait: float = 10.0, settle: float = 0.3) -> int:
+    """Log lines written since `before`: waits (up to `wait` s, a loaded machine writes late) until
+    `expected` are there, then `settle` s more and counts again, so that a surplus line shows too."""
+    deadline = time.monotonic() + wait
+    while _lines(log) - before < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle)
+    return _lines(log) - before
 
 
 def _lines(log: Path | None) -> int:

@@ -164,7 +164,7 @@ def test_bad_uploads_get_one_line_messages(url):
         "colour.png": (_png(np.zeros((256, 256, 3), np.uint8)), "colour.png: colour image (3 channels)"),
         "deep.png": (_png(grey.astype(np.uint16) * 200), "deep.png: uint16 pixels (16-bit)"),
         "broken.png": (_png(grey)[:60], "broken.png: not a readable image"),
-        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), "huge.png: 5.0 MB upload, more than 1 MB"),
+        "huge.png": (b"\x89PNG\r\n\x1a\n" + bytes(5 << 20), f"huge.png: {8 + (5 << 20)} bytes upload, more than 1048576 bytes (1 MB)"),
         "empty.png": (b"", "empty.png: empty upload"),
     }
     for name, (body, expected) in cases.items():
@@ -286,10 +286,10 @@ def test_token_and_allowed_hosts(served):
         assert status == 403 and "token" in res["error"]
         assert _call(f"{base}/api/info", headers={"Authorization": "Bearer s3cret"})[0] == 200
         status, _, got = _call(f"{base}/?token=s3cret", full=True)
-        assert status == 200 and "dirtymnist_token=s3cret" in got["Set-Cookie"]
+        assert status == 200 and f"dirtymnist_token_{port}=s3cret" in got["Set-Cookie"]
         assert "HttpOnly" in got["Set-Cookie"] and "SameSite=Strict" in got["Set-Cookie"]
-        assert _call(f"{base}/api/info", headers={"Cookie": "dirtymnist_token=s3cret"})[0] == 200
-        assert _call(f"{base}/api/info", headers={"Cookie": "dirtymnist_token=wrong"})[0] == 403
+        assert _call(f"{base}/api/info", headers={"Cookie": f"dirtymnist_token_{port}=s3cret"})[0] == 200
+        assert _call(f"{base}/api/info", headers={"Cookie": f"dirtymnist_token_{port}=wrong"})[0] == 403
         status, _ = _call(f"{base}/api/info?token=s3cret", headers={"Host": f"dm.example:{port}"})
         assert status == 200
 
@@ -324,6 +324,234 @@ def test_failed_requests_log_one_line_each(served, url, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert "-> 400 a.png: not a PNG file" in lines[0] and "-> 404" in lines[1]
+
+
+# --------------------------------------------------------------------------- review fixes
+def _fd2() -> tuple[int, int]:
+    st = os.fstat(2)
+    return st.st_dev, st.st_ino
+
+
+def test_quiet_stderr_is_thread_safe():
+    """Threads in `_quiet_stderr` at once: fd 2 is where it was once all are out."""
+    from dirtymnist.data.dataset import decode_bytes
+    from dirtymnist.errors import DataError
+
+    before = _fd2()
+    bad = np.frombuffer(_png(np.full((256, 256), 7, np.uint8))[:80], np.uint8)
+    good = np.frombuffer(_png(np.full((256, 256), 7, np.uint8)), np.uint8)
+
+    def hammer():
+        for i in range(300):
+            with contextlib.suppress(DataError):
+                decode_bytes(bad if i % 2 else good, "x.png")
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _fd2() == before
+
+
+def test_uploads_decode_without_touching_stderr(monkeypatch, capfd):
+    """An upload is checked whole first, so its decode needs no stderr redirect (which would
+    swallow the server's log lines meanwhile) and libpng has nothing to say."""
+    import dirtymnist.data.dataset as dataset
+    from dirtymnist.errors import DataError
+    from dirtymnist.look.uploads import decode_upload
+
+    def no_redirect():
+        raise AssertionError("an upload's decode redirected stderr")
+
+    monkeypatch.setattr(dataset, "_quiet_stderr", no_redirect)
+    img = (np.arange(256 * 256) % 251).astype(np.uint8).reshape(256, 256)
+    png = bytearray(_png(img))
+    np.testing.assert_array_equal(decode_upload(bytes(png), "ok.png"), img)
+    at = png.find(b"IDAT") + 20
+    corrupt = bytes(png[:at]) + bytes(20) + bytes(png[at + 20:])
+    for name, data in {"crc.png": corrupt, "cut.png": bytes(png[:200]), "noend.png": bytes(png[:-12])}.items():
+        with pytest.raises(DataError, match=f"^{name}: not a readable image"):
+            decode_upload(data, name)
+    assert capfd.readouterr().err == ""
+
+
+def _guard_app(route, **rules):
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from dirtymnist.look.httpguard import Guard, GuardRules
+
+    return Starlette(routes=[Route("/x", route)], middleware=[Middleware(Guard, GuardRules(**rules))])
+
+
+def test_unexpected_errors_are_json_500s_not_disconnects(caplog):
+    import logging
+
+    async def gone(request):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    with _running(_guard_app(gone)) as base, caplog.at_level(logging.WARNING, logger="dirtymnist.look.serve"):
+        status, res, got = _call(f"{base}/x", full=True)
+        time.sleep(0.2)
+    assert status == 500 and res["error"].startswith("internal error (FileNotFoundError"), res
+    assert got["X-Content-Type-Options"] == "nosniff"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "-> 500" in lines[0] and "client went away" not in lines[0], lines
+
+
+def test_a_data_file_removed_under_the_server(served, tmp_path):
+    from dirtymnist.look.serve import build_app
+
+    data, run = served
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    with _running(build_app([run], copy)) as base:
+        png = (copy / layout.TRAIN_DIR / "00001.png").read_bytes()
+        (copy / layout.TRAIN_DIR / "00001.png").unlink()
+        status, res = _call(f"{base}/api/predict?name=00001.png", png)
+        assert status == 200 and res["truth"] is None, res
+        status, res = _call(f"{base}/data/train/00001.png")
+        assert status == 404 and res == {"error": "00001.png: image no longer in the data folder"}
+        status, res = _call(f"{base}/api/data/train/1")
+        assert status in (400, 404) and "\n" not in res["error"] and str(tmp_path) not in res["error"], res
+
+
+def test_cli_refuses_bad_port_timeout_and_empty_token(served, capsys):
+    run = str(served[1])
+    for argv in (["--port", "70000"], ["--port", "-1"], ["--timeout", "0"], ["--timeout", "nan"],
+                 ["--timeout", "inf"], ["--timeout", "-2"]):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["serve", run, *argv])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and f"argument {argv[0]}" in err.strip().splitlines()[-1], err
+    assert cli_main(["serve", run, "--token", "", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--token is empty" in err
+
+
+def test_token_cookie_is_per_port(served):
+    """Two servers with tokens on one host: the browser sends both cookies (cookies ignore the
+    port), each server finds its own."""
+    from dirtymnist.look.serve import build_app
+
+    data, run = served
+    with _running(build_app([run], token="aaa")) as a, _running(build_app([run], token="bbb")) as b:
+        pa, pb = a.rsplit(":", 1)[1], b.rsplit(":", 1)[1]
+        cookie_a = _call(f"{a}/?token=aaa", full=True)[2]["Set-Cookie"].split(";")[0]
+        cookie_b = _call(f"{b}/?token=bbb", full=True)[2]["Set-Cookie"].split(";")[0]
+        assert cookie_a == f"dirtymnist_token_{pa}=aaa" and cookie_b == f"dirtymnist_token_{pb}=bbb"
+        both = {"Cookie": f"{cookie_a}; {cookie_b}"}
+        assert _call(f"{a}/api/info", headers=both)[0] == 200 and _call(f"{b}/api/info", headers=both)[0] == 200
+        assert _call(f"{b}/api/info", headers={"Cookie": cookie_a})[0] == 403
+        assert _call(f"{a}/?token=aab", full=True)[2].get("Set-Cookie") is None
+
+
+def test_log_lines_cannot_be_forged(url, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="dirtymnist.look.serve"):
+        _call(f"{url}/x%0Aserve:%20127.0.0.1:1%20GET%20/%20-%3E%20200%0D")
+        time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0], lines
+    assert "/x\\nserve: 127.0.0.1:1 GET / -> 200\\r" in lines[0], lines
+
+
+def test_loopback_and_host_names():
+    from dirtymnist.look.httpguard import host_name, is_loopback
+
+    for name in ("localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost:7860", "[::1]:80"):
+        assert is_loopback(name), name
+    for name in ("127.evil.com", "127.0.0.1.nip.io", "localhost.evil.com", "0.0.0.0", "::", "",
+                 "localhost:80@evil.com", "127.0.0.1:x"):
+        assert not is_loopback(name), name
+    assert host_name("LocalHost:7860") == "localhost" and host_name("[::1]:7860") == "::1"
+    for bad in ("localhost:80@evil.com", "localhost:", "localhost:8o", "[::1]x", "[evil]:80", "a b", "x:1:2"):
+        assert host_name(bad) == "", bad
+
+
+def test_odd_host_headers_are_refused(served, url):
+    port = url.rsplit(":", 1)[1]
+    for host in ("127.evil.com", f"127.0.0.1.nip.io:{port}", f"localhost:{port}@evil.com", "localhost:80 x"):
+        status, res = _call(f"{url}/api/info", headers={"Host": host})
+        assert status == 403 and "--allowed-host" in res["error"], (host, res)
+    assert _call(f"{url}/api/info", headers={"Host": f"[::1]:{port}"})[0] == 200
+    assert cli_main(["serve", str(served[1]), "--host", "127.example.com", "--port", str(_free_port())]) == 2
+
+
+def test_cross_site_gets_are_refused_but_links_to_the_page(url):
+    cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+    for path in ("/api/data/test/17", "/data/test/00017.png", "/api/info", "/"):
+        for site in ("cross-site", "same-site"):
+            status, res = _call(f"{url}{path}", headers={**cross, "Sec-Fetch-Site": site})
+            assert status == 403 and res["error"] == "cross-site request refused", (path, site, res)
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert _call(f"{url}/", headers=navigate)[0] == 200  # a link to the page from elsewhere
+    assert _call(f"{url}/api/info", headers=navigate)[0] == 403
+    own = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+    req = urllib.request.Request(f"{url}/data/test/00017.png", headers=own)
+    with urllib.request.urlopen(req, timeout=30) as resp:  # the page's own <img>
+        assert resp.status == 200 and resp.read().startswith(b"\x89PNG")
+    assert _call(f"{url}/api/info", headers={"Sec-Fetch-Site": "none"})[0] == 200  # typed in the address bar
+
+
+def test_messages_hide_the_folders_above_a_symlinked_path(tmp_path):
+    from dirtymnist.look.serve import _hide_paths
+
+    real = tmp_path / "real" / "data"
+    real.mkdir(parents=True)
+    link = tmp_path / "links" / "link"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    public = _hide_paths([link])
+    for given in (link, link.resolve(), tmp_path / "links" / ".." / "links" / "link"):
+        shown = public(f"{given}/test/00001.png: image not found")
+        assert str(tmp_path) not in shown, shown
+
+
+def test_raw_upload_just_over_the_limit_is_413_exactly(url):
+    from dirtymnist.look.uploads import MAX_UPLOAD_BYTES
+
+    body = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES + 1 - 8)
+    status, res = _call(f"{url}/api/predict?name=big.png", body, "image/png")
+    assert status == 413 and res["error"] == f"big.png: {MAX_UPLOAD_BYTES + 1} bytes upload, more than " \
+                                              f"{MAX_UPLOAD_BYTES} bytes (1 MB)", res
+    boundary = "b0undary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    status, res = _call(f"{url}/api/predict", form, f"multipart/form-data; boundary={boundary}")
+    assert status == 413 and res["error"].startswith(f"f.png: {MAX_UPLOAD_BYTES + 1} bytes upload"), res
+
+
+def test_an_upload_takes_one_queue_slot(served, url, monkeypatch):
+    from dirtymnist.look.serve import _Queue
+
+    calls = []
+    run = _Queue.run
+
+    async def counted(self, fn, *args):
+        calls.append(fn)
+        return await run(self, fn, *args)
+
+    monkeypatch.setattr(_Queue, "run", counted)
+    png = (served[0] / layout.TEST_DIR / layout.png_name(17)).read_bytes()
+    status, res = _call(f"{url}/api/predict?name={layout.png_name(17)}", png)
+    assert status == 200 and res["truth"] is not None and len(calls) == 1
+
+
+def test_unparsable_requests_get_json_and_headers(url):
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"x-content-type-options: nosniff" in head.lower(), raw
+    assert json.loads(body)["error"].startswith("bad request"), body
 
 
 # --------------------------------------------------------------------------- browser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", default="0.5", metavar="SPEC",
                    help="decision rule, as in predict: a number (default 0.5; NUMBER:count for "
                    "count-aware decoding), a thresholds.json (e.g. RUN/thresholds.json) or fit")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="port, 0..65535 (default 7860; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
                    "machine only; another needs --token or --public)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -35,11 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "name is accepted")
     p.add_argument("--public", action="store_true",
                    help="allow a non-loopback --host without a token (anyone who reaches it may use it)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                    help="seconds a client has to send a request's headers, and again its body (default 10)")
     p.add_argument("--tta", default="none", help="TTA preset as in predict (default none)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=_serve)
+
+
+def _port(text: str) -> int:
+    if not text.strip().isascii() or not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _serve(args) -> int:

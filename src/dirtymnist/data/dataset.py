@@ -6,6 +6,7 @@ import contextlib
 import csv
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,26 +327,38 @@ def decode_bytes(data: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray,
 
 
 _devnull: int | None = None
+_quiet = {"depth": 0, "saved": None}  # threads inside _quiet_stderr; fd 2 as it was before the first
+_quiet_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def _quiet_stderr():
     """libpng and OpenCV print their own complaints about a corrupt PNG on file descriptor 2
-    before imdecode returns None; the one line naming the file is ours, so theirs go nowhere."""
+    before imdecode returns None; the one line naming the file is ours, so theirs go nowhere.
+    Thread-safe: fd 2 is redirected by the first thread in and restored by the last one out
+    (two threads each saving and restoring it would leave it on /dev/null for good)."""
     global _devnull
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    if _devnull is None:
-        _devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(_devnull, 2)
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no stderr at all
+                saved = None
+            if saved is not None:
+                if _devnull is None:
+                    _devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(_devnull, 2)
+            _quiet["saved"] = saved
+        _quiet["depth"] += 1
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0 and _quiet["saved"] is not None:
+                os.dup2(_quiet["saved"], 2)
+                os.close(_quiet["saved"])
+                _quiet["saved"] = None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -2,16 +2,19 @@
 token checks, body limits and deadlines, security headers, one log line per failed request.
 
 An ASGI middleware (`Guard`) plus a uvicorn protocol (`slow_client_protocol`) that closes a
-connection whose request headers do not arrive in time; uvicorn itself caps the connections
-(`limit_concurrency`). Every refusal is a 4xx with a one-line JSON `{"error": ...}`.
+connection whose request headers do not arrive in time and answers a request h11 cannot parse
+in JSON too; uvicorn itself caps the connections (`limit_concurrency`: its 503 past the cap is
+plain text without our headers). Every refusal is a 4xx with a one-line JSON `{"error": ...}`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +26,9 @@ log = logging.getLogger("dirtymnist.look.serve")
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DRAIN_BYTES = 16 << 20  # a declared body up to this size is read and dropped, so the client gets the 413
-TOKEN_COOKIE = "dirtymnist_token"
+TOKEN_COOKIE = "dirtymnist_token"  # + "_PORT": one cookie per server, so two on one host keep theirs
+FORM_TYPE = "multipart/form-data"
+PORT_RE = re.compile(r"[0-9]{1,5}")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -52,20 +57,45 @@ class GuardRules:
     token: str | None = None
     timeout: float = 10.0  # seconds for a request's headers, and again for its body
     limits: dict[str, int] = field(default_factory=dict)
+    form_slack: int = 0  # bytes allowed on top of a route's limit for a multipart/form-data body
     post_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
     public: Callable[[str], str] = str  # hides absolute paths in a message
 
 
 def host_name(value: str) -> str:
-    """`Host` / netloc value -> lower-case name without port or IPv6 brackets."""
+    """`Host` / netloc value -> lower-case name without port or IPv6 brackets; "" when it is
+    not NAME, NAME:DIGITS, [IPV6] or [IPV6]:DIGITS (e.g. `localhost:80@evil.com`)."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        name, _, rest = value[1:].partition("]")
+        if not _ipv6(name) or (rest and not (rest.startswith(":") and PORT_RE.fullmatch(rest[1:]))):
+            return ""
+        return name
+    if value.count(":") == 1:
+        value, port = value.split(":")
+        if not PORT_RE.fullmatch(port):
+            return ""
+    elif ":" in value:  # a bare IPv6 literal (a --host argument, not a Host header)
+        return value if _ipv6(value) else ""
+    return value if value and all(c.isalnum() or c in "-._" for c in value) else ""
+
+
+def _ipv6(name: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:
-    return host_name(host) in LOOPBACK_NAMES or host_name(host).startswith("127.")
+    """`localhost` or a loopback IP address (127.0.0.0/8, ::1); a name like 127.evil.com is not."""
+    name = host_name(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class Guard:
@@ -85,6 +115,8 @@ class Guard:
             self._check(scope, headers)
             declared = _declared_length(headers)
             limit = self.rules.limits.get(scope["path"], 0)
+            if limit and _media(headers) == FORM_TYPE:
+                limit += self.rules.form_slack
             if declared is not None and declared > limit:
                 await _refuse_large(scope, headers, receive, declared, limit, self.rules.timeout)
             await self.app(scope, _Body(receive, limit, self.rules.timeout, scope), reply.send)
@@ -101,30 +133,36 @@ class Guard:
                 await reply.error(500, f"internal error ({type(exc).__name__}{': ' if text else ''}{text})")
         if reply.status is not None and reply.status >= 400:
             client = _peer(scope.get("client"))
-            log.warning("serve: %s %s %s -> %d %s (%.0f ms)", client, scope["method"], scope["path"],
-                        reply.status, reply.message, 1000 * (time.perf_counter() - t0))
+            log.warning("serve: %s %s %s -> %d %s (%.0f ms)", client, _printable(scope["method"], 20),
+                        _printable(scope["path"]), reply.status, _printable(reply.message),
+                        1000 * (time.perf_counter() - t0))
 
     def _check(self, scope, headers: dict[str, str]) -> None:
         """Host (DNS rebinding), token, then for a POST its Origin and Content-Type."""
         rules = self.rules
         host = headers.get("host", "")
-        if "*" not in rules.hosts and host_name(host) not in rules.hosts:
+        name = host_name(host)
+        if (host and not name) or ("*" not in rules.hosts and name not in rules.hosts):
             raise Refusal(403, f"Host {host[:100]!r} not allowed (start serve with --allowed-host "
                                f"NAME to accept it)")
         if rules.token is not None and not _has_token(scope, headers, rules.token):
             raise Refusal(403, "this server needs its token: open the URL it printed "
                                "(?token=...) or send 'Authorization: Bearer TOKEN'")
+        navigation = (scope["method"] in ("GET", "HEAD") and scope["path"] == "/"
+                      and headers.get("sec-fetch-mode") == "navigate")
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none") and not navigation:
+            # another site's <img>, fetch or form: only a link to the page itself may come from one
+            raise Refusal(403, "cross-site request refused")
         if scope["method"] in ("GET", "HEAD"):
             return
         origin = headers.get("origin")
         if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host.lower()):
             raise Refusal(403, f"cross-origin request from {origin[:100]!r} refused")
-        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            raise Refusal(403, "cross-site request refused")
         accepted = rules.post_types.get(scope["path"])
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        media = _media(headers)
         if accepted is not None and media not in accepted:
-            hint = " (curl -F file=@image.png)" if "multipart/form-data" in accepted else ""
+            hint = (" (curl -F file=@image.png, or curl --data-binary @image.png -H 'Content-Type: image/png')"
+                    if FORM_TYPE in accepted else "")
             raise Refusal(415, f"Content-Type {media or '(none)'!r} not accepted here; send one of "
                                f"{', '.join(accepted)}{hint}")
 
@@ -206,12 +244,26 @@ async def _refuse_large(scope, headers, receive, declared: int, limit: int, time
 def _too_large(scope, size: int, limit: int, qualifier: str = "") -> str:
     name = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name", [""])[0]
     what = name.replace("/", "_")[:100] if name else scope["path"]
-    allowed = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
-    return f"{what}: {qualifier}{_size(size)} upload, more than {allowed}"
+    return too_large(what, size, limit, qualifier)
+
+
+def too_large(what: str, size: int, limit: int, qualifier: str = "") -> str:
+    """The 413 message: exact byte counts (a size just over the limit reads as such)."""
+    return f"{what}: {qualifier}{size} bytes upload, more than {_size(limit)}"
 
 
 def _size(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MB" if n >= 10 << 20 else f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n} bytes"
+    mb = f" ({n / (1 << 20):g} MB)" if n >= 1 << 20 else ""
+    return f"{n} bytes{mb}"
+
+
+def _media(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """`text` for one log line: control characters (a %0A in a path) escaped, at most `limit` long."""
+    return text.encode("unicode_escape").decode("ascii")[:limit]
 
 
 def _declared_length(headers: dict[str, str]) -> int | None:
@@ -229,16 +281,28 @@ def _has_token(scope, headers: dict[str, str], token: str) -> bool:
     if auth.lower().startswith("bearer "):
         given.append(auth[7:].strip())
     given += parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
-    given += [c.split("=", 1)[1] for c in headers.get("cookie", "").split("; ") if c.startswith(TOKEN_COOKIE + "=")]
-    return any(hmac.compare_digest(g.encode(), token.encode()) for g in given)
+    cookie = cookie_name(scope) + "="
+    given += [c.strip()[len(cookie):] for c in headers.get("cookie", "").split(";") if c.strip().startswith(cookie)]
+    return any(_same(g, token) for g in given)
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape"))
+
+
+def cookie_name(scope) -> str:
+    """The token cookie of the server that got `scope`: one per port (cookies ignore ports)."""
+    server = scope.get("server")
+    return f"{TOKEN_COOKIE}_{server[1]}" if server and server[1] is not None else TOKEN_COOKIE
 
 
 def _token_cookie(scope, headers: dict[str, str], rules: GuardRules) -> bytes | None:
     """The page opened with ?token=...: a cookie keeps it for the page's own requests."""
     if rules.token is None or scope["path"] != "/":
         return None
-    if rules.token in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", []):
-        return f"{TOKEN_COOKIE}={rules.token}; HttpOnly; SameSite=Strict; Path=/".encode()
+    given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
+    if any(_same(g, rules.token) for g in given):
+        return f"{cookie_name(scope)}={rules.token}; HttpOnly; SameSite=Strict; Path=/".encode()
     return None
 
 
@@ -252,7 +316,7 @@ def _error_text(body: bytes) -> str:
 def _disconnected(exc: Exception) -> bool:
     from starlette.requests import ClientDisconnect
 
-    return isinstance(exc, ClientDisconnect | OSError)
+    return isinstance(exc, ClientDisconnect | ConnectionResetError | BrokenPipeError)
 
 
 def _peer(client) -> str:
@@ -284,6 +348,19 @@ def slow_client_protocol(timeout: float):
             if self._deadline is not None:
                 self._deadline.cancel()
             self._deadline = self.loop.call_later(timeout, self._too_slow)
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to a request h11 cannot parse (bad or oversized headers): as
+            every other refusal, one line of JSON with the security headers."""
+            import h11
+
+            body = json.dumps({"error": f"bad request: {msg}"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close"), *SECURITY_HEADERS, (b"cache-control", b"no-store")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
 
         def _too_slow(self):
             waiting_for_headers = self.cycle is None or self.cycle.response_complete

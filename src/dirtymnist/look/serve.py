@@ -27,8 +27,8 @@ import numpy as np
 from dirtymnist import layout
 from dirtymnist.errors import ConfigError, DataError
 from dirtymnist.infer.thresholds import Thresholds
-from dirtymnist.look.httpguard import Refusal
-from dirtymnist.look.uploads import FORM_TYPE, MAX_UPLOAD_BYTES, MULTIPART_SLACK, RAW_TYPES
+from dirtymnist.look.httpguard import FORM_TYPE, Refusal, too_large
+from dirtymnist.look.uploads import MAX_UPLOAD_BYTES, MULTIPART_SLACK, RAW_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +209,19 @@ class _DataFolder:
         return files.paths[pos[0]], labels
 
     def truth_of(self, index: int | None, data: bytes) -> np.ndarray | None:
-        """The true letters of an upload that is byte for byte the data folder's image `index`."""
+        """The true letters of an upload that is byte for byte the data folder's image `index`
+        (None too when that file cannot be read now)."""
         if index is None:
             return None
         for files in self.splits.values():
             pos = np.flatnonzero(files.index == index)
-            if len(pos) and files.labels is not None and files.paths[pos[0]].read_bytes() == data:
+            if not len(pos) or files.labels is None:
+                continue
+            try:
+                same = files.paths[pos[0]].read_bytes() == data
+            except OSError:
+                continue
+            if same:
                 return files.labels[pos[0]]
         return None
 
@@ -269,14 +276,16 @@ class _Routes:
 
         body = await request.body()  # the guard holds it to MAX_UPLOAD_BYTES (+ a form's slack)
         data, name = upload_png(body, request.headers.get("content-type", ""), request.query_params.get("name"))
-
-        def work():
-            img = decode_upload(data, name)  # header first: no bomb reaches the decoder
-            return img, self.infer(img[None])
-
-        _, per_run = await self.queue.run(work)
+        if len(data) > MAX_UPLOAD_BYTES:  # a form's file part within the slack, over the limit
+            raise Refusal(413, too_large(name, len(data), MAX_UPLOAD_BYTES))
         index = index_of(name)
-        truth = await self.queue.run(self.data.truth_of, index, data) if self.data else None
+
+        def work():  # one queue slot: decode, predict and the truth lookup
+            img = decode_upload(data, name)  # header first: no bomb reaches the decoder
+            per_run = self.infer(img[None])
+            return per_run, self.data.truth_of(index, data) if self.data else None
+
+        per_run, truth = await self.queue.run(work)
         return JSONResponse(result_json(name, index, truth, per_run))
 
     def _data(self) -> _DataFolder:
@@ -307,13 +316,18 @@ class _Routes:
         return JSONResponse(result_json(path.name, i, truth, per_run))
 
     async def data_png(self, request):
-        from starlette.responses import FileResponse
+        import anyio
+        from starlette.responses import Response
 
         raw = request.path_params["name"]
         if not raw.lower().endswith(".png"):
             raise Refusal(404, "not an image (a name like 00004.png)")
         path, _ = self._data().find(request.path_params["split"], _path_index(raw[:-4]))
-        return FileResponse(path, media_type="image/png")
+        try:  # read whole (an image is tens of KB): a file gone since the listing is a 404, not a 500
+            body = await anyio.Path(path).read_bytes()
+        except OSError:
+            raise Refusal(404, f"{path.name}: image no longer in the data folder") from None
+        return Response(body, media_type="image/png")
 
     async def csv(self, request):
         import json
@@ -373,8 +387,9 @@ def build_app(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | N
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     rules = GuardRules(
-        hosts=LOOPBACK_NAMES | {host_name(h) for h in allowed_hosts}, token=token, timeout=timeout,
-        limits={"/api/predict": MAX_UPLOAD_BYTES + MULTIPART_SLACK, "/api/csv": CSV_BODY_BYTES},
+        hosts=LOOPBACK_NAMES | {"*" if h == "*" else host_name(h) for h in allowed_hosts} - {""},
+        token=token, timeout=timeout, form_slack=MULTIPART_SLACK,
+        limits={"/api/predict": MAX_UPLOAD_BYTES, "/api/csv": CSV_BODY_BYTES},
         post_types={"/api/predict": (*RAW_TYPES, FORM_TYPE), "/api/csv": ("application/json",)},
         public=_hide_paths([*runs, *([data_dir] if data_dir else [])]))
 
@@ -386,8 +401,14 @@ def build_app(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | N
 
 
 def _hide_paths(paths: Sequence[str | os.PathLike]):
-    """A message with the folders above the served runs and data cut away (no absolute paths)."""
-    parents = sorted({str(Path(p).resolve().parent) for p in paths} | {os.getcwd()}, key=len, reverse=True)
+    """A message with the folders above the served runs and data cut away (no absolute paths):
+    above each path as given (made absolute) and above where it resolves to (a symlink)."""
+    parents = {os.getcwd()}
+    for p in paths:
+        given = Path(p).expanduser()
+        parents |= {str(given.absolute().parent), str(given.resolve().parent)}
+        parents.add(os.path.normpath(given.absolute().parent))
+    parents = sorted(parents, key=len, reverse=True)
 
     def public(text: str) -> str:
         for parent in parents:
@@ -411,6 +432,8 @@ def serve(runs: Sequence[str | os.PathLike], data_dir: str | os.PathLike | None 
         raise ConfigError("serve needs starlette and uvicorn: pip install 'dirtymnist[serve]'") from None
     from dirtymnist.look.httpguard import is_loopback, slow_client_protocol
 
+    if token is not None and not token.strip():
+        raise ConfigError("--token is empty: give a token, or --token auto for a random one")
     if not is_loopback(host):
         if token is None and not public:
             raise ConfigError(f"--host {host} lets other machines use this server: give --token TOKEN "
