@@ -250,7 +250,7 @@ class _Queue:
 
 
 class _Routes:
-    """The page's HTTP API (README: "The serve API"); every route answers JSON, errors as
+    """The page's HTTP API (docs/usage.md: "The HTTP API"); every route answers JSON, errors as
     `{"error": one line}` through `httpguard.Guard`."""
 
     def __init__(self, infer: Inference, data: _DataFolder | None):
