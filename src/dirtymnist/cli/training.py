@@ -86,6 +86,9 @@ def _train(args) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    from dirtymnist.model.weights import precheck_hub
+
+    precheck_hub(cfg)  # no route to uncached hub weights: one line now, before torch's import
     from dirtymnist.train import distributed as dist
     from dirtymnist.train.loop import train
 

@@ -10,6 +10,7 @@ padding and BN eps 1e-3 on the tf_ models, so the same tensors give the same log
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,11 @@ def cached_file(hub_id: str) -> Path | None:
 
 
 def hub_checkpoints() -> Path:
-    import torch
+    """torch.hub.get_dir()/checkpoints; worked out as torch does (TORCH_HOME, XDG_CACHE_HOME) while
+    torch is not imported yet, so the offline refusal need not wait for torch's import."""
+    import sys
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    if "torch" in sys.modules:  # torch.hub.set_dir() may have moved it
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"

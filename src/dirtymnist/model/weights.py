@@ -192,6 +192,19 @@ def require_hub(src: WeightsSource, timeout: float = 2.0) -> None:
         raise missing_hub_weights(src, why)
 
 
+def precheck_hub(cfg) -> None:
+    """The offline refusal in seconds, before torch and timm are imported (~5 s of a 2-core CPU):
+    for `pretrained: imagenet` on a model named with its weights' tag (timm's `name.tag`, as the
+    presets name theirs, hub repo `timm/name.tag`), refuse at once when neither cache holds the
+    weights and the hub cannot be reached. Anything else is left to the full lookup (`resolve`)."""
+    if cfg.pretrained.strip().lower() not in HUB_WORDS or "." not in cfg.model or ":" in cfg.model:
+        return
+    src = WeightsSource("hub", hub_id=f"timm/{cfg.model}")
+    if effnet_pytorch.cached_file(src.hub_id) is None and not any(
+            _cached_file(src.hub_id, name, None) for name in _HF_FILES):
+        require_hub(src)
+
+
 def _no_route(timeout: float) -> str:
     """Why the hub's endpoint (HF_ENDPOINT, through the proxy the environment names) cannot be
     reached, or "" when a TCP connection to it opens. DNS has no timeout of its own: the probe
