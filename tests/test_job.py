@@ -14,7 +14,7 @@ from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.infer.evaluate import evaluate_submission
 from dirtymnist.job import JobOptions, run_job
-from dirtymnist.job.plan import EPOCH_CAP, Costs, plan_budget
+from dirtymnist.job.plan import DISTINCT_VIEWS, EPOCH_CAP, MIN_TTA_ROWS, Costs, affordable_tta, plan_budget
 from dirtymnist.model.checkpoint import load_checkpoint
 
 TINY = ("model=test_resnet", "image_size=32", "batch_size=8", "epochs=2", "stages=[]", "ema=0.9",
@@ -84,23 +84,40 @@ def test_other_arguments_are_refused_in_one_line_and_bad_inputs_too(tmp_path, ma
 
 
 # --------------------------------------------------------------------------- the plan
+VIEW_S = {v: 0.005 * (2 if v.startswith("zoom") else 1) for v in DISTINCT_VIEWS["rot90_zoom"]}
 COSTS = Costs(step_s=0.5, data_steps=100, other_steps=0, val_rows=2000, view_s=0.005, test_rows=5000,
-              tta_rows=2000, tta_views=9, test_views=5, fixed_s=30)  # an epoch: 50 s + 10 s validation
+              test_row_s=0.025, tta_rows=2000, tta_row_s=0.06, fixed_s=30, views=VIEW_S)  # an epoch: 50 + 10 s
 
 
 def test_plan_gives_one_fold_the_epochs_that_fit():
     plan = plan_budget(15 * 60, 20, COSTS, folds_k=5)
     assert plan.folds == [0] and plan.fits
-    # 900 - 20 spent - 90 margin - 30 fixed - 90 TTA choice - 125 test predict = 545 s: 9 epochs of 60 s
+    # 900 - 20 spent - 45 margin - 30 fixed - 90 TTA choice (1,500 rows) - 125 test predict = 590 s: 9 epochs of 60 s
     assert plan.epochs == 9
     assert sum(plan.seconds.values()) <= 15 * 60
 
 
 def test_plan_adds_folds_only_when_the_epoch_cap_is_reached():
     plan = plan_budget(60 * 60, 20, COSTS, folds_k=5)
-    # 3600 - 20 - 360 margin - 30 - 90 = 3100 s; a fold of 12 epochs and its test predict: 720 + 125 s
+    # 3600 - 20 - 180 margin - 30 - 120 = 3250 s; a fold of 12 epochs and its test predict: 720 + 125 s
     assert plan.epochs == EPOCH_CAP and plan.folds == [0, 1, 2] and plan.fits
     assert plan_budget(600 * 60, 20, COSTS, folds_k=5).folds == [0, 1, 2, 3, 4]  # never past folds_k
+
+
+def test_the_tta_sample_is_a_bounded_share_of_the_budget():
+    assert plan_budget(15 * 60, 20, COSTS, folds_k=5).tta_rows == 1500  # 10 % of 900 s at 0.06 s a row
+    assert plan_budget(60 * 60, 20, COSTS, folds_k=5).tta_rows == 2000  # --tta-rows caps it
+    assert plan_budget(60, 20, COSTS, folds_k=5).tta_rows == MIN_TTA_ROWS  # never a useless sample
+
+
+def test_a_costlier_tta_is_a_candidate_only_when_the_minutes_left_pay_for_it():
+    plan = plan_budget(15 * 60, 20, COSTS, folds_k=5)
+    presets, base = ("none", "rot90", "rot90_zoom"), ["none", "rot90"]
+    # base: 30 + 5000 x 0.025 = 155 s; choice 1,500 rows x 0.06 = 90 s; rot90_zoom's test views 5000 x 0.06 = 300 s
+    assert affordable_tta(presets, base, 1.1 * 545 + 1, plan, models=1, test_rows=5000) == list(presets)
+    assert affordable_tta(presets, base, 1.1 * 545 - 1, plan, models=1, test_rows=5000) == base
+    assert affordable_tta(presets, base, 0, plan, models=1, test_rows=5000) == base  # the base is always kept
+    assert affordable_tta(presets, base, 1.1 * 545 + 1, plan, models=2, test_rows=5000) == base  # two models
 
 
 def test_plan_with_given_folds_chooses_epochs_and_a_tiny_budget_still_plans_one():

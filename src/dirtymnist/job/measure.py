@@ -2,7 +2,9 @@
 
 A short timing run on the job's real batches: `train` (the same config, its data stage only, one
 epoch) on fold 0 into `OUT/.measure`, stopped by its `on_step` hook after `MEASURE_STEPS` steps;
-then one inference batch of the test split through the model it left. The run is thrown away:
+then one inference batch of the test split through the model it left, in each kind of view the job
+may predict (plain, zoomed, flipped: rotations of one kind cost the same, so one is timed and stands
+for the others; a zoomed view costs ~2.5 plain ones, it is drawn larger). The run is thrown away:
 the job's own training starts afresh with the planned schedule (the cosine's length depends on it).
 The first step (model build, first batch, warm-up) is left out of the step rate.
 """
@@ -10,6 +12,7 @@ The first step (model build, first batch, warm-up) is left out of the step rate.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,12 +25,15 @@ MEASURE_STEPS = 8  # optimizer steps timed (the first one excluded from the rate
 
 
 def measure_rates(data_dir, preset: str, overrides: list[str], out: Path, *, data_steps: int,
-                  batch_size: int = 64) -> tuple[float, float, float]:
-    """(seconds per optimizer step, seconds per image per view, seconds the measuring took)."""
+                  views: list[str], batch_size: int = 64) -> tuple[float, dict[str, float], float]:
+    """(seconds per optimizer step, {view: seconds per image} of `views`, seconds the measuring took).
+
+    `views`: distinct view names of `transforms.TTA_PRESETS` ("rot0", "zoom_rot90", ...)."""
     from dirtymnist.config import load_config
     from dirtymnist.data.cache import open_split
     from dirtymnist.data.dataset import DataPaths
-    from dirtymnist.infer.loader import open_model, tta_views
+    from dirtymnist.infer.loader import open_model
+    from dirtymnist.model.transforms import TTA_PRESETS
     from dirtymnist.rundir import RunDir
     from dirtymnist.train.loop import train
 
@@ -48,11 +54,18 @@ def measure_rates(data_dir, preset: str, overrides: list[str], out: Path, *, dat
     test = open_split(DataPaths.from_root(data_dir), "test")
     model = open_model(run.fold(0).last)
     rows = np.arange(min(len(test), batch_size))
-    views = tta_views("none")
-    model.logits(test.images, rows[: max(1, len(rows) // 4)], views, batch_size=batch_size)  # warm-up
-    t0 = time.perf_counter()
-    model.logits(test.images, rows, views, batch_size=batch_size)
-    view_s = (time.perf_counter() - t0) / max(len(rows), 1)
+    fns = {v: fn for preset_views in TTA_PRESETS.values() for v, fn in preset_views}
+    fns["rot0"] = fns.get("rot0", fns["id"])
+    model.logits(test.images, rows[: max(1, len(rows) // 4)], [("rot0", fns["rot0"])], batch_size=batch_size)  # warm-up
+    kinds: dict[str, float] = {}
+    for v in dict.fromkeys(["rot0", *views]):
+        kind = re.sub(r"rot\d+", "rot", v)
+        if kind not in kinds:
+            t0 = time.perf_counter()
+            model.logits(test.images, rows, [(v, fns[v])], batch_size=batch_size)
+            kinds[kind] = (time.perf_counter() - t0) / max(len(rows), 1)
+    view_s = {v: kinds[re.sub(r"rot\d+", "rot", v)] for v in dict.fromkeys(["rot0", *views])}
     shutil.rmtree(run.path, ignore_errors=True)
-    log.info("measured: %.3fs per optimizer step, %.4fs per image-view", step_s, view_s)
+    log.info("measured: %.3fs per optimizer step; per image: %s", step_s,
+             ", ".join(f"{k}* {s:.4f}s" for k, s in kinds.items()))
     return step_s, view_s, time.perf_counter() - t_start

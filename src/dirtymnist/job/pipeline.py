@@ -17,9 +17,11 @@ Killed at any point and started again, it resumes: training from each fold's las
 the current epoch is lost, less with `checkpoint_minutes`), every other step is reused when
 job.json records it done with the same fold models and its files are still whole (the output
 sets' manifests), or done again (they are seconds, or bounded). Which settings are predicted:
-none and rot90 (the summary's table, as the demo's) and the TTA chosen on out-of-fold rows by
-label accuracy at 0.5 among `tta_presets`; each view of the choice is computed once per row and
-shared by the presets that use it.
+the TTA chosen on out-of-fold rows by label accuracy at 0.5 among `tta_presets`, and none and rot90
+beside it when the folder has answers (the summary's table, as the demo's); each view of the
+choice is computed once per row and shared by the presets that use it. With `--minutes`, the
+choice's sample is sized to the budget and a candidate whose test-split views the minutes left
+after training do not pay for is left out of it (plan.affordable_tta, said in the log).
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from dirtymnist.errors import DataError
-from dirtymnist.job.plan import Costs, Plan, plan_budget
+from dirtymnist.job.plan import (
+    VIEWS,
+    Costs,
+    Plan,
+    affordable_tta,
+    distinct_views,
+    plan_budget,
+    setting_seconds,
+)
 from dirtymnist.job.progress import JobProgress, inference_units
 from dirtymnist.job.record import JobRecord, models_key
 from dirtymnist.job.summary import JobSummary
@@ -42,10 +52,6 @@ from dirtymnist.rundir import RunDir
 log = logging.getLogger(__name__)
 
 FIXED_S = 30.0  # thresholds, evaluate, report and package: an estimate for the plan (not measured up front)
-VIEWS = {"none": 1, "flip": 2, "rot90": 4, "d4": 8, "rot90_zoom": 8}  # transforms.TTA_PRESETS (no torch here)
-DISTINCT_VIEWS = {"none": {"rot0"}, "flip": {"rot0", "hflip"}, "rot90": {f"rot{k}" for k in (0, 90, 180, 270)},
-                  "d4": {f"{h}rot{k}" for h in ("", "hflip_") for k in (0, 90, 180, 270)},
-                  "rot90_zoom": {f"{z}rot{k}" for z in ("", "zoom_") for k in (0, 90, 180, 270)}}
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class _Job:
         self.bar: JobProgress | None = None
         self.folds = list(range(self.cfg.folds_k)) if o.folds == "all" else None if o.folds is None else list(o.folds)
         self.tta, self.fit, self.models = "none", None, ""
+        self.plan: Plan | None = None
 
     def run(self) -> JobSummary:
         args = {"data": str(self.data.absolute()), "preset": self.preset, "overrides": list(self.overrides),
@@ -158,13 +165,14 @@ class _Job:
             if self.record.plan is None:  # a restart keeps the first run's plan: no second measurement
                 from dirtymnist.job.measure import measure_rates
 
+                views = sorted(distinct_views(self.o.tta_presets) | distinct_views(self._base_settings()))
                 step_s, view_s, _ = measure_rates(self.data, self.preset, self.overrides, self.out,
-                                                  data_steps=data_steps, batch_size=self.o.batch_size)
+                                                  data_steps=data_steps, views=views, batch_size=self.o.batch_size)
                 other = sum(e.steps for e in build_plan(self.cfg, data_steps) if e.source != "data")
-                costs = Costs(step_s, data_steps, other, self.val_rows, view_s, self.n_test,
+                costs = Costs(step_s, data_steps, other, self.val_rows, view_s["rot0"], self.n_test,
+                              sum(setting_seconds(t, view_s) for t in self._base_settings()),
                               min(self.o.tta_rows, self.val_rows * self.cfg.folds_k),
-                              len(set().union(*(DISTINCT_VIEWS[t] for t in self.o.tta_presets))),
-                              self._test_views(), FIXED_S)
+                              sum(view_s[v] for v in distinct_views(self.o.tta_presets)), FIXED_S, view_s)
                 plan = plan_budget(self.o.minutes * 60, time.perf_counter() - self.t0, costs,
                                    folds_k=self.cfg.folds_k, folds=self.folds)
                 self.record.set_plan(plan.to_dict())
@@ -176,12 +184,25 @@ class _Job:
         if data_epochs != plan.epochs:
             raise DataError(f"preset {self.preset}: its data stage fixes its own epochs ({data_epochs}); "
                             "--minutes sets `epochs`, so remove `epochs` from the data stage")
-        self.folds, self.summary.plan = plan.folds, plan.to_dict()
+        self.folds, self.summary.plan, self.plan = plan.folds, plan.to_dict(), plan
 
-    def _test_views(self) -> int:
-        """Views per fold model on the test split: none, rot90 and the costliest other candidate."""
-        other = [VIEWS[t] for t in self.o.tta_presets if t not in ("none", "rot90")]
-        return VIEWS["none"] + VIEWS["rot90"] + max(other, default=0)
+    def _base_settings(self) -> list[str]:
+        """Test-split settings predicted whatever the TTA choice: rot90 (the usual choice), and none
+        beside it when the folder has answers (the summary's table scores both)."""
+        return ["none", "rot90"] if self.paths.test_answer_csv.is_file() else ["rot90"]
+
+    def _tta_candidates(self) -> list[str]:
+        """With a budget, the TTA candidates the minutes left after training still pay for (plan)."""
+        if self.plan is None or "views" not in self.plan.costs:
+            return list(self.o.tta_presets)
+        left = self.plan.budget_s - sum(self.record.seconds(n) for n in self.record.data["steps"])
+        kept = affordable_tta(self.o.tta_presets, self._base_settings(), left, self.plan,
+                              models=len(self.folds), test_rows=self.n_test)
+        for t in self.o.tta_presets:
+            if t not in kept:
+                log.info("TTA %s left out of the choice: %.1f min left do not pay for its test-split views",
+                         t, left / 60)
+        return kept
 
     # ------------------------------------------------------------------ training
     def _train(self) -> None:
@@ -205,12 +226,14 @@ class _Job:
 
     def _plan_inference_units(self) -> None:
         bs, n = self.o.batch_size, len(self.folds)
-        rows = min(self.o.tta_rows, self.val_rows * n)
-        views = len(set().union(*(DISTINCT_VIEWS[t] for t in self.o.tta_presets)))
-        self.tta_units = inference_units(rows, views, 1, bs)
+        self.tta_units = inference_units(min(self._tta_rows(), self.val_rows * n), len(distinct_views(self.o.tta_presets)), 1, bs)
         self.predict_units = {t: inference_units(self.n_test, VIEWS[t], n, bs) for t in VIEWS}
-        other = [self.predict_units[t] for t in self.o.tta_presets if t not in ("none", "rot90")]
-        self.bar.add(self.tta_units + self.predict_units["none"] + self.predict_units["rot90"] + max(other, default=0))
+        base = self._base_settings()
+        other = [self.predict_units[t] for t in self.o.tta_presets if t not in base]
+        self.bar.add(self.tta_units + sum(self.predict_units[t] for t in base) + max(other, default=0))
+
+    def _tta_rows(self) -> int:
+        return self.plan.tta_rows if self.plan is not None and self.plan.tta_rows else self.o.tta_rows
 
     # ------------------------------------------------------------------ inference
     def _infer(self) -> None:
@@ -218,15 +241,17 @@ class _Job:
 
         with self.step("thresholds (OOF fit)", str(self.run_dir.thresholds)):
             self.fit = fit_thresholds(self.run_dir, self.data)
-        with self.step("choose TTA (OOF)", f"{' / '.join(self.o.tta_presets)} by out-of-fold label accuracy"):
-            self._choose_tta()
+        done = self.record.done("choose TTA (OOF)", self.models)
+        presets = list((done.get("info") or {}).get("half", {})) if done else self._tta_candidates()
+        with self.step("choose TTA (OOF)", f"{' / '.join(presets)} by out-of-fold label accuracy"):
+            self._choose_tta(presets)
         probs = self._predict()
         if self.paths.test_answer_csv.is_file():
             with self.step("evaluate", str(self.paths.test_answer_csv)):
                 self._evaluate(probs)
         self._report_and_package()
 
-    def _choose_tta(self) -> None:
+    def _choose_tta(self, presets: list[str]) -> None:
         done = self.record.done("choose TTA (OOF)", self.models)
         if done and done.get("info"):
             info = done["info"]
@@ -234,8 +259,8 @@ class _Job:
             from dirtymnist.infer.predict import evaluate_tta
 
             # rotations could turn one letter into another, zoom could hurt big ones: measure, on a sample
-            report = evaluate_tta(self.run_dir, self.data, presets=list(self.o.tta_presets),
-                                  batch_size=self.o.batch_size, max_rows=self.o.tta_rows)
+            report = evaluate_tta(self.run_dir, self.data, presets=presets,
+                                  batch_size=self.o.batch_size, max_rows=self._tta_rows())
             thr = self.fit.thresholds
             info = {"rows": report.rows, "half": {k: v["label_acc"] for k, v in report.presets.items()},
                     "fitted": {k: _acc(thr.apply(p), report.targets) for k, p in report.probs.items()}}
@@ -243,7 +268,7 @@ class _Job:
         self.bar.advance(self.tta_units)
         self.tta = max(info["half"], key=lambda k: info["half"][k])
         self.summary.tta, self.summary.oof_rows = self.tta, info["rows"]
-        for t in self.o.tta_presets:
+        for t in presets:
             label = _label(t)
             self.summary.oof += [(f"{label}, threshold 0.5", info["half"][t]),
                                  (f"{label}, OOF thresholds", info["fitted"][t])]
@@ -254,7 +279,9 @@ class _Job:
         from dirtymnist.infer.predict import PredictOptions, predict
         from dirtymnist.submission import load_probs, probs_path_for, write_submission_set
 
-        settings = list(dict.fromkeys(["none", "rot90", self.tta]))
+        # the chosen TTA; none and rot90 beside it when the folder has answers (the summary scores them)
+        answers = self.paths.test_answer_csv.is_file()
+        settings = list(dict.fromkeys([*(["none", "rot90"] if answers else []), self.tta]))
         probs = {}
         with self.step(f"predict ({'; '.join(settings)} + thresholds)", str(self.out / "submission.csv")):
             for t in settings:

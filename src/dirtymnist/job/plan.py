@@ -1,13 +1,17 @@
 """How a `run --minutes N` job spends its minutes: a pure function of measured costs and a budget.
 
     costs = Costs(step_s=0.42, data_steps=300, other_steps=0, val_rows=1920, view_s=0.004,
-                  test_rows=5000, tta_rows=2000, tta_views=9, test_views=5, fixed_s=30)
+                  test_rows=5000, test_row_s=0.02, tta_rows=2000, tta_row_s=0.05, fixed_s=30)
     plan = plan_budget(3600, spent_s=40, costs=costs, folds_k=5)   # -> Plan(epochs=12, folds=[0, 1], ...)
 
 The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
-- Inference is reserved first: the test split through every kept fold model and each predicted
-  setting's views, the bounded TTA choice on out-of-fold rows, thresholds, report and package,
-  plus a safety margin (10 % of the budget) for what the measurement cannot see.
+- Inference is reserved first, at each view's measured cost (a zoomed view costs ~2.5 plain ones):
+  the test split through every kept fold model in the settings always predicted (rot90, and none
+  when the folder has answers), the TTA choice on out-of-fold rows (a sample of at most
+  `TTA_SHARE` of the budget, never under `MIN_TTA_ROWS` rows), thresholds, report and package, plus
+  a safety margin (`MARGIN` of the budget) for what the measurement cannot see. A costlier TTA
+  (rot90_zoom) is not reserved: the job keeps it among the candidates only if the minutes left
+  after training pay for it (pipeline), so a run that chooses rot90 does not end minutes early.
 - The rest trains. Measured on 9,600 scenes (issue #49): two more data-stage epochs bought about
   two points (finetune 2 epochs 0.839 -> 6 epochs 0.856), while five folds from one start with two
   short epochs each scored what one fold does (0.841 vs 0.839). So one fold gets as many
@@ -25,8 +29,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+VIEWS = {"none": 1, "flip": 2, "rot90": 4, "d4": 8, "rot90_zoom": 8}  # transforms.TTA_PRESETS (no torch here)
+DISTINCT_VIEWS = {"none": {"rot0"}, "flip": {"rot0", "hflip"}, "rot90": {f"rot{k}" for k in (0, 90, 180, 270)},
+                  "d4": {f"{h}rot{k}" for h in ("", "hflip_") for k in (0, 90, 180, 270)},
+                  "rot90_zoom": {f"{z}rot{k}" for z in ("", "zoom_") for k in (0, 90, 180, 270)}}
 EPOCH_CAP = 12  # data-stage epochs of one fold before folds are added (gains still seen at 6; capped for safety)
-MARGIN = 0.10  # share of the budget kept back for what the measurement does not see
+MARGIN = 0.05  # share of the budget kept back for what the measurement does not see
+TTA_SHARE = 0.10  # the TTA choice's out-of-fold sample costs at most this share of the budget
+SAFETY = 1.1  # a costlier TTA candidate is kept when its estimated seconds x this fit the minutes left
+MIN_TTA_ROWS = 500  # ... but never fewer rows (a smaller sample cannot tell the settings apart)
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,13 @@ class Costs:
     data_steps: int  # data-stage optimizer steps in one epoch of one fold
     other_steps: int  # optimizer steps of a fold's other stages (generated scenes), fixed by the preset
     val_rows: int  # one fold's validation rows (predicted once per epoch, one view)
-    view_s: float  # seconds of one image through one view of one model (measured on one batch)
+    view_s: float  # seconds of one image through the plain view of one model (measured on one batch)
     test_rows: int
-    tta_rows: int  # out-of-fold rows of the TTA choice (the bounded sample)
-    tta_views: int  # distinct views of the TTA candidates (each computed once per row, then reused)
-    test_views: int  # views of the test split per fold model (every predicted setting's)
+    test_row_s: float  # one test image through one fold model in every setting always predicted
+    tta_rows: int  # out-of-fold rows of the TTA choice at most (--tta-rows)
+    tta_row_s: float  # one out-of-fold row through every distinct view of the TTA candidates
     fixed_s: float  # thresholds, evaluate, report and package (an estimate: not measured up front)
+    views: dict[str, float] = field(default_factory=dict)  # each distinct view's seconds per image
 
 
 @dataclass
@@ -55,6 +67,7 @@ class Plan:
     fits: bool  # False when even one fold of one epoch does not fit the budget
     seconds: dict[str, float] = field(default_factory=dict)  # part -> planned seconds
     costs: dict = field(default_factory=dict)
+    tta_rows: int = 0  # the TTA choice's out-of-fold sample, sized to the budget
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +78,8 @@ class Plan:
 
     def format(self) -> str:
         lines = [f"plan for {self.budget_s / 60:.1f} minutes: {len(self.folds)} fold(s) "
-                 f"({','.join(map(str, self.folds))}) x {self.epochs} data-stage epoch(s)"
+                 f"({','.join(map(str, self.folds))}) x {self.epochs} data-stage epoch(s), "
+                 f"TTA chosen on {self.tta_rows} out-of-fold rows"
                  + ("" if self.fits else " -- the budget is too small even for this"),
                  "", "| part | planned minutes |", "|---|---|"]
         lines += [f"| {part} | {s / 60:.2f} |" for part, s in self.seconds.items()]
@@ -81,8 +95,9 @@ def plan_budget(budget_s: float, spent_s: float, costs: Costs, *, folds_k: int,
     """
     c = costs
     epoch_s = c.data_steps * c.step_s + c.val_rows * c.view_s  # train one epoch, then validate it
-    fold_fixed_s = c.other_steps * c.step_s + c.test_rows * c.test_views * c.view_s  # per kept fold
-    tta_s = c.tta_rows * c.tta_views * c.view_s
+    fold_fixed_s = c.other_steps * c.step_s + c.test_rows * c.test_row_s  # per kept fold
+    tta_rows = tta_sample_rows(budget_s, c)
+    tta_s = tta_rows * c.tta_row_s
     reserve_s = budget_s * margin + c.fixed_s + tta_s
     avail = budget_s - spent_s - reserve_s  # for training and predicting the test split
 
@@ -95,9 +110,44 @@ def plan_budget(budget_s: float, spent_s: float, costs: Costs, *, folds_k: int,
             n = max(1, min(folds_k, math.floor(avail / max(per_fold, 1e-9))))
         folds = list(range(n))
     train_s = n * (c.other_steps * c.step_s + epochs * epoch_s)
-    predict_s = n * c.test_rows * c.test_views * c.view_s
+    predict_s = n * c.test_rows * c.test_row_s
     seconds = {"already spent (cache, folds, measuring)": spent_s, "train": train_s,
                "choose TTA (OOF sample)": tta_s, "predict (test split)": predict_s,
                "thresholds, evaluate, report, package": c.fixed_s, "margin": budget_s * margin}
     fits = spent_s + train_s + predict_s + reserve_s <= budget_s + 1e-9
-    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c))
+    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c), tta_rows)
+
+
+def tta_sample_rows(budget_s: float, c: Costs) -> int:
+    """Out-of-fold rows of the TTA choice: `TTA_SHARE` of the budget, within [MIN_TTA_ROWS, --tta-rows]."""
+    fit = math.floor(TTA_SHARE * budget_s / max(c.tta_row_s, 1e-9))
+    return max(1, min(c.tta_rows, max(MIN_TTA_ROWS, fit)))
+
+
+def affordable_tta(presets, base: list[str], left_s: float, plan: Plan, *, models: int, test_rows: int,
+                   safety: float = SAFETY) -> list[str]:
+    """The TTA candidates the `left_s` seconds left after training pay for, in `presets`' order.
+
+    The base settings (predicted whatever the choice) are always kept; another candidate is kept
+    when the choice's out-of-fold views with it, its own test-split prediction, the base settings'
+    and the fixed steps fit `left_s` with `safety` on the estimate."""
+    views = plan.costs["views"]
+    need = plan.costs["fixed_s"] + models * test_rows * sum(setting_seconds(t, views) for t in base)
+    kept: list[str] = []
+    for t in presets:
+        tta_s = plan.tta_rows * sum(views[v] for v in distinct_views([*kept, t]))
+        extra = 0.0 if t in base else models * test_rows * setting_seconds(t, views)
+        if t in base or safety * (need + tta_s + extra) <= left_s:
+            kept.append(t)
+            need += extra
+    return kept
+
+
+def distinct_views(settings) -> set[str]:
+    """The distinct views of TTA settings (each computed once per row where they are shared)."""
+    return set().union(*(DISTINCT_VIEWS[t] for t in settings))
+
+
+def setting_seconds(tta: str, view_s: dict[str, float]) -> float:
+    """Seconds of one image through one model in TTA setting `tta` (predicted on its own)."""
+    return sum(view_s[v] for v in DISTINCT_VIEWS[tta])
