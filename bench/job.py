@@ -1,7 +1,8 @@
 """What `dirtymnist run` gives with the preset's schedule and with a time budget, on one data folder.
 
     PYTHONPATH=src .venv/bin/python bench/lookalike.py folder DATA --fonts FONTS --n-train 50000 --n-test 5000
-    PYTHONPATH=src .venv/bin/python bench/job.py DATA --out JOBS [--preset finetune] [--minutes 30,60]
+    PYTHONPATH=src .venv/bin/python bench/job.py DATA --out JOBS [--preset finetune] [--minutes 30,60] \
+        [--arms schedule,minutes-30] [--unseen TESTC] [--fold-curve]
 
 Each arm is a real `dirtymnist run DATA --preset P --out JOBS/<arm>` process (resumable: run the
 bench again after a kill and each arm goes on where it stopped): `schedule` (the preset's schedule,
@@ -9,6 +10,10 @@ every fold) and `minutes-N` (`--minutes N`, the plan decides epochs and folds). 
 table for BENCHMARKS.md: planned against actual minutes, folds, data-stage epochs, the OOF label
 accuracy (the TTA choice's sample) and, when DATA has test_answer.csv, the test label accuracy
 without / with TTA and with the fitted thresholds. The issue-#49 study: 50,000 images, five folds.
+`--unseen TESTC`: the same models on another folder's test split (fonts in no training folder):
+no TTA at 0.5, and the job's submission rule (its chosen TTA and OOF thresholds). `--fold-curve`:
+for an arm of several folds, the test split with the ensemble of its first 1, 2, ... folds (no
+TTA, 0.5), each fold predicted once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from dirtymnist.job import JobOptions, run_job
 
@@ -51,7 +58,34 @@ def run_arm(data: Path, preset: str, out: Path, minutes: float | None, overrides
         "test_none": test.get("no TTA, threshold 0.5", float("nan")),
         "test_rot90": test.get("rot90 TTA, threshold 0.5", float("nan")),
         "test_sub": summary.scores[-1][1] if summary.scores else float("nan"),
+        "run": out / "runs" / Path(preset).stem,
     }
+
+
+def unseen_scores(run: Path, tta: str, data: Path) -> tuple[float, float]:
+    """(no TTA at 0.5, the submission rule: `tta` with RUN/thresholds.json) on DATA's test split."""
+    from dirtymnist.infer.predict import PredictOptions, predict
+
+    none = predict([run], data, options=PredictOptions(tta="none", thresholds="0.5")).score.label_acc
+    sub = predict([run], data, options=PredictOptions(tta=tta, thresholds=str(run / "thresholds.json")))
+    return none, sub.score.label_acc
+
+
+def fold_curve(run: Path, data: Path) -> list[tuple[int, float]]:
+    """Test label accuracy (no TTA, 0.5) of the mean of the first k folds' probabilities, k = 1..n."""
+    from dirtymnist.data.dataset import DataPaths, read_label_csv
+    from dirtymnist.infer.predict import PredictOptions, predict
+    from dirtymnist.metrics import label_accuracy
+    from dirtymnist.submission import align_to
+
+    table = read_label_csv(DataPaths.from_root(data).test_answer_csv)
+    probs, curve = [], []
+    for best in sorted(run.glob("fold*/best.pt")):
+        r = predict([best], data, options=PredictOptions(tta="none", thresholds="0.5"))
+        probs.append(r.probs)
+        labels = align_to(table.index, table.labels, r.index)
+        curve.append((len(probs), float(label_accuracy((np.mean(probs, axis=0) > 0.5).astype(np.uint8), labels))))
+    return curve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,8 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides of every arm (e.g. a tiny model for a smoke test)")
     p.add_argument("--in-process", action="store_true", help="run the arms in this process (for a quick look)")
+    p.add_argument("--arms", default="", help="only these arms, in this order (e.g. minutes-60,minutes-30)")
+    p.add_argument("--unseen", type=Path, help="a folder whose test split the arms' models also score")
+    p.add_argument("--fold-curve", action="store_true", help="arms of several folds: the score of 1, 2, ... folds")
     args = p.parse_args(argv)
     arms = [("schedule", None)] + [(f"minutes-{m}", float(m)) for m in args.minutes.split(",") if m.strip()]
+    if args.arms:
+        by_name = dict(arms) | {n: float(n.split("-")[1]) for n in args.arms.split(",") if n.startswith("minutes-")}
+        arms = [(n, by_name[n]) for n in args.arms.split(",")]
     print("| arm | planned min | actual min | folds | epochs | OOF none | OOF best | test none | test rot90 "
           "| submission (TTA, thresholds) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -73,6 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {r['planned']:.1f} | {r['actual']:.1f} | {r['folds']} | {r['epochs']} | {r['oof']:.4f} | "
               f"{r['oof_best']:.4f} | {r['test_none']:.4f} | {r['test_rot90']:.4f} | {r['test_sub']:.4f} ({r['tta']}) |",
               flush=True)
+        if args.unseen:
+            none, sub = unseen_scores(r["run"], r["tta"], args.unseen)
+            print(f"|   {name} on {args.unseen.name}: no TTA {none:.4f}, the submission rule ({r['tta']}, OOF "
+                  f"thresholds) {sub:.4f} |", flush=True)
+        if args.fold_curve and r["folds"] > 1:
+            curve = ", ".join(f"{k} fold{'s' if k > 1 else ''} {acc:.4f}" for k, acc in fold_curve(r["run"], args.data))
+            print(f"|   {name}, the first k folds' ensemble (no TTA, 0.5): {curve} |", flush=True)
 
 
 if __name__ == "__main__":
