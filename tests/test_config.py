@@ -48,7 +48,8 @@ def _one_line(exc_info) -> str:
 # keys added since the snapshot, each at its default in every preset (a preset that changes one
 # says so here, with the measurement that decided it)
 ADDED_KEYS = {"dense_target": "sigmoid", "dense_softmax_epochs": 0,  # issue 14, round 2
-              "distill": 0.0, "teacher": "", "teacher_model": ""}  # round 12 (off)
+              "distill": 0.0, "teacher": "", "teacher_model": "",  # round 12 (off)
+              "epoch_fraction": 1.0}  # issue 49: `run --minutes` sets it (every row each epoch otherwise)
 
 
 # presets changed on purpose since the snapshot, each by the measurement named beside it

@@ -9,12 +9,22 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from dirtymnist import layout
 from dirtymnist.cli import main as cli_main
 from dirtymnist.infer.evaluate import evaluate_submission
 from dirtymnist.job import JobOptions, run_job
-from dirtymnist.job.plan import DISTINCT_VIEWS, EPOCH_CAP, MIN_TTA_ROWS, Costs, affordable_tta, plan_budget
+from dirtymnist.job.plan import (
+    DISTINCT_VIEWS,
+    EPOCH_CAP,
+    MIN_FRACTION,
+    MIN_TTA_ROWS,
+    Costs,
+    affordable_tta,
+    epochs_that_fit,
+    plan_budget,
+)
 from dirtymnist.model.checkpoint import load_checkpoint
 
 TINY = ("model=test_resnet", "image_size=32", "batch_size=8", "epochs=2", "stages=[]", "ema=0.9",
@@ -92,8 +102,10 @@ COSTS = Costs(step_s=0.5, data_steps=100, other_steps=0, val_rows=2000, view_s=0
 def test_plan_gives_one_fold_the_epochs_that_fit():
     plan = plan_budget(15 * 60, 20, COSTS, folds_k=5)
     assert plan.folds == [0] and plan.fits
-    # 900 - 20 spent - 45 margin - 30 fixed - 90 TTA choice (1,500 rows) - 125 test predict = 590 s: 9 epochs of 60 s
-    assert plan.epochs == 9
+    # 900 - 20 spent - 45 margin - 30 fixed - 90 TTA choice (1,500 rows) - 125 test predict = 590 s: 9.8 epochs of
+    # 60 s (50 s training, 10 s validation), so 10 epochs of 98 % of the rows: 10 x (49 + 10) = 590 s
+    assert (plan.epochs, plan.epoch_fraction) == (10, 0.98)
+    assert "10 data-stage epoch(s) of 98% of the rows" in plan.format()
     assert sum(plan.seconds.values()) <= 15 * 60
 
 
@@ -102,6 +114,25 @@ def test_plan_adds_folds_only_when_the_epoch_cap_is_reached():
     # 3600 - 20 - 180 margin - 30 - 120 = 3250 s; a fold of 12 epochs and its test predict: 720 + 125 s
     assert plan.epochs == EPOCH_CAP and plan.folds == [0, 1, 2] and plan.fits
     assert plan_budget(600 * 60, 20, COSTS, folds_k=5).folds == [0, 1, 2, 3, 4]  # never past folds_k
+
+
+def test_epochs_round_up_and_each_draws_the_share_of_rows_that_fits():
+    assert epochs_that_fit(3.8 * 60, COSTS, EPOCH_CAP) == (4, 0.94)  # 4 x (47 + 10) = 228 s
+    assert epochs_that_fit(3 * 60, COSTS, EPOCH_CAP) == (3, 1.0)  # whole epochs: every row
+    assert epochs_that_fit(35, COSTS, EPOCH_CAP) == (1, 0.5)  # under one epoch: part of one
+    assert epochs_that_fit(1, COSTS, EPOCH_CAP) == (1, MIN_FRACTION)  # too small: the least, and plan says so
+    assert epochs_that_fit(100 * 60, COSTS, EPOCH_CAP) == (EPOCH_CAP, 1.0)
+
+
+def test_an_epoch_fraction_shortens_each_data_epoch(tmp_path):
+    from dirtymnist.config import load_config
+    from dirtymnist.errors import ConfigError
+    from dirtymnist.train.schedule import build_plan
+
+    assert [e.steps for e in build_plan(load_config("cpu", ["stages=[]", "epochs=2", "epoch_fraction=0.25"]), 10)] == [2, 2]
+    assert [e.steps for e in build_plan(load_config("cpu", ["stages=[]", "epochs=1", "epoch_fraction=0.01"]), 10)] == [1]
+    with pytest.raises(ConfigError, match="epoch_fraction must be in"):
+        load_config("cpu", ["epoch_fraction=0"])
 
 
 def test_the_tta_sample_is_a_bounded_share_of_the_budget():
@@ -139,6 +170,7 @@ def test_minutes_end_to_end_plans_once_and_shows_planned_against_actual(tmp_path
     assert not (out / ".measure").exists()
     ckpt = load_checkpoint(out / "runs" / "cpu" / "fold0" / "last.pt")
     assert ckpt["config"]["epochs"] == plan["epochs"] == ckpt["epoch"]  # the schedule is the plan's
+    assert ckpt["config"]["epoch_fraction"] == plan["epoch_fraction"]
     table = summary.format()
     assert "| part | planned minutes | actual minutes |" in table and "| train |" in table
     assert summary.actual["train"] > 0

@@ -102,6 +102,8 @@ class Recipe:
     augment: str = "rot90"  # none | rot90 | d4 | seed | winner (transforms.AUGMENT_PRESETS)
     # --- optimisation
     epochs: int = 10
+    epoch_fraction: float = 1.0  # share of the fold's training rows a data-stage epoch draws (a fresh
+    # shuffle each epoch, so every row is seen over the epochs); `run --minutes` sets it to fit the budget
     batch_size: int = 32  # global batch (split over DDP ranks)
     accum_steps: int = 1
     lr: float = 1e-3
@@ -357,6 +359,8 @@ def _validate(cfg: TrainConfig, source: Callable[[str], str]) -> None:
     for key in ("mix_prob", "min_lr_ratio"):
         if not 0 <= getattr(cfg, key) <= 1:
             raise ConfigError(f"{source(key)}: {key} must be in [0, 1], got {getattr(cfg, key)}")
+    if not 0 < cfg.epoch_fraction <= 1:
+        raise ConfigError(f"{source('epoch_fraction')}: epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"{source('ema')}: ema must be in [0, 1), got {cfg.ema}")
     if cfg.distill < 0 or (cfg.distill > 0 and not cfg.teacher):

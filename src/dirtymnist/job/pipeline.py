@@ -179,6 +179,8 @@ class _Job:
             plan = Plan.from_dict(self.record.plan)
             log.info("%s", plan.format())
         self.overrides.append(f"epochs={plan.epochs}")  # the cosine schedule ends with the plan
+        if plan.epoch_fraction < 1:
+            self.overrides.append(f"epoch_fraction={plan.epoch_fraction}")
         self.cfg = load_config(self.preset, self.overrides)
         data_epochs = sum(e.source == "data" for e in build_plan(self.cfg, max(data_steps, 1)))
         if data_epochs != plan.epochs:

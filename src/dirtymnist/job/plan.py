@@ -19,8 +19,9 @@ The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
   time to spare, each with the cap's epochs (an ensemble of well-trained folds, never of short ones).
 - A final fit on all rows is not planned: nothing measured says it gains here, and a model with no
   held-out rows gives no out-of-fold rows to fit thresholds or choose the TTA on.
-- The data stage's length is the plan's `epochs` (the `epochs` key), so the cosine schedule ends on
-  time; stages on generated scenes keep their own steps and are costed at the measured step rate.
+- The data stage's length is the plan's `epochs` and `epoch_fraction` (config keys): whole epochs
+  rounded up, each drawing the share of the rows that fits (3.8 epochs' time: 4 epochs of 94 %), so
+  the cosine schedule ends on time and no minute is lost to rounding down; stages on generated scenes keep their own steps and are costed at the measured step rate.
 - A budget too small for one epoch still plans one (`fits` False, said in the plan table).
 """
 
@@ -37,6 +38,7 @@ EPOCH_CAP = 12  # data-stage epochs of one fold before folds are added (gains st
 MARGIN = 0.05  # share of the budget kept back for what the measurement does not see
 TTA_SHARE = 0.10  # the TTA choice's out-of-fold sample costs at most this share of the budget
 SAFETY = 1.1  # a costlier TTA candidate is kept when its estimated seconds x this fit the minutes left
+MIN_FRACTION = 0.05  # an epoch draws at least this share of the rows (a budget too small is said, not hidden)
 MIN_TTA_ROWS = 500  # ... but never fewer rows (a smaller sample cannot tell the settings apart)
 
 
@@ -68,6 +70,7 @@ class Plan:
     seconds: dict[str, float] = field(default_factory=dict)  # part -> planned seconds
     costs: dict = field(default_factory=dict)
     tta_rows: int = 0  # the TTA choice's out-of-fold sample, sized to the budget
+    epoch_fraction: float = 1.0  # share of the fold's rows each data-stage epoch draws (config key)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +81,8 @@ class Plan:
 
     def format(self) -> str:
         lines = [f"plan for {self.budget_s / 60:.1f} minutes: {len(self.folds)} fold(s) "
-                 f"({','.join(map(str, self.folds))}) x {self.epochs} data-stage epoch(s), "
+                 f"({','.join(map(str, self.folds))}) x {self.epochs} data-stage epoch(s)"
+                 + (f" of {self.epoch_fraction:.0%} of the rows" if self.epoch_fraction < 1 else "") + ", "
                  f"TTA chosen on {self.tta_rows} out-of-fold rows"
                  + ("" if self.fits else " -- the budget is too small even for this"),
                  "", "| part | planned minutes |", "|---|---|"]
@@ -102,20 +106,33 @@ def plan_budget(budget_s: float, spent_s: float, costs: Costs, *, folds_k: int,
     avail = budget_s - spent_s - reserve_s  # for training and predicting the test split
 
     n = len(folds) if folds else 1
-    epochs = math.floor((avail - n * fold_fixed_s) / max(n * epoch_s, 1e-9))
-    epochs = max(1, min(epoch_cap, epochs))
+    per_fold_s = (avail - n * fold_fixed_s) / n  # one fold's data stage: its epochs and their validation
+    epochs, fraction = epochs_that_fit(per_fold_s, c, epoch_cap)
     if not folds:
         if epochs == epoch_cap:  # the cap reached: spend what is left on more folds of the same length
             per_fold = fold_fixed_s + epoch_cap * epoch_s
             n = max(1, min(folds_k, math.floor(avail / max(per_fold, 1e-9))))
         folds = list(range(n))
-    train_s = n * (c.other_steps * c.step_s + epochs * epoch_s)
+    train_s = n * (c.other_steps * c.step_s + epochs * (fraction * c.data_steps * c.step_s + c.val_rows * c.view_s))
     predict_s = n * c.test_rows * c.test_row_s
     seconds = {"already spent (cache, folds, measuring)": spent_s, "train": train_s,
                "choose TTA (OOF sample)": tta_s, "predict (test split)": predict_s,
                "thresholds, evaluate, report, package": c.fixed_s, "margin": budget_s * margin}
     fits = spent_s + train_s + predict_s + reserve_s <= budget_s + 1e-9
-    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c), tta_rows)
+    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c), tta_rows, fraction)
+
+
+def epochs_that_fit(seconds: float, c: Costs, epoch_cap: int) -> tuple[int, float]:
+    """(epochs, epoch_fraction) of a data stage that fills `seconds`: whole epochs rounded up, each
+    drawing the share of the rows that makes them fit, so no minute is lost to rounding down
+    (3.8 epochs' time: 4 epochs of 94 % of the rows). Each epoch is validated on every row."""
+    train_s, val_s = c.data_steps * c.step_s, c.val_rows * c.view_s
+    x = seconds / max(train_s + val_s, 1e-9)  # full epochs that fit
+    if x >= epoch_cap:
+        return epoch_cap, 1.0
+    epochs = max(1, math.ceil(x))
+    fraction = (seconds / epochs - val_s) / max(train_s, 1e-9)
+    return epochs, min(1.0, max(MIN_FRACTION, math.floor(fraction * 100) / 100))
 
 
 def tta_sample_rows(budget_s: float, c: Costs) -> int:

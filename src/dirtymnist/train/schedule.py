@@ -43,7 +43,12 @@ class EpochPlan:
 
 
 def build_plan(cfg, data_batches: int) -> list[EpochPlan]:
-    """Every epoch of the run: `cfg.stages` in order (one data stage of `cfg.epochs` when none)."""
+    """Every epoch of the run: `cfg.stages` in order (one data stage of `cfg.epochs` when none).
+
+    `data_batches`: batches of one full pass over the fold's training rows; a data-stage epoch
+    takes `cfg.epoch_fraction` of them (at least one)."""
+    if data_batches > 0 and cfg.epoch_fraction < 1:
+        data_batches = max(1, math.floor(data_batches * cfg.epoch_fraction))
     stages = cfg.stages or [{"name": "main", "source": "data", "epochs": 0, "steps": 0, "lr": 0.0, "knobs": {}}]
     plan = []
     for i, s in enumerate(stages):

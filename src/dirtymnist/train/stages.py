@@ -67,6 +67,7 @@ def data_stage(spec: EpochPlan, epoch: int, cfg, data: TrainData, loss_fn) -> St
         batches = CachedBatches(split.images, split.labels, data.rows, cfg.batch_size, draw)
     else:  # the fold's rows and the pseudo-labelled test images, shuffled together
         batches = MixedBatches(split.images, split.labels, data.rows, data.pseudo, cfg.batch_size, draw)
+    batches.num_batches = min(batches.num_batches, spec.steps)  # epoch_fraction: the shuffle's first batches
     return Stage(batches, cfg, cfg.augment, loss_fn, spec.dense_weight, batch_mixer(cfg))
 
 
