@@ -31,13 +31,15 @@ from dirtymnist.job import JobOptions, run_job
 
 
 def run_arm(data: Path, preset: str, out: Path, minutes: float | None, overrides: list[str],
-            subprocess_run: bool) -> dict:
+            subprocess_run: bool, folds: int | None = None) -> dict:
     """One arm: the job (a child process by default, so each arm starts cold), then its numbers."""
     t0 = time.perf_counter()
-    options = JobOptions(minutes=minutes, overrides=tuple(overrides))
+    options = JobOptions(minutes=minutes, overrides=tuple(overrides),
+                         folds=tuple(range(folds)) if folds else None)
     if subprocess_run:
         cmd = [sys.executable, "-m", "dirtymnist", "run", str(data), "--preset", preset, "--out", str(out)]
         cmd += [*(["--minutes", str(minutes)] if minutes is not None else []), *(f"--set={o}" for o in overrides)]
+        cmd += ["--folds", ",".join(map(str, range(folds)))] if folds else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{out}: dirtymnist run failed:\n{proc.stderr[-3000:]}")
@@ -97,19 +99,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides of every arm (e.g. a tiny model for a smoke test)")
     p.add_argument("--in-process", action="store_true", help="run the arms in this process (for a quick look)")
-    p.add_argument("--arms", default="", help="only these arms, in this order (e.g. minutes-60,minutes-30)")
+    p.add_argument("--arms", default="", help="only these arms, in this order (e.g. minutes-60,minutes-30; "
+                   "schedule-foldsN: the preset's schedule on the first N folds)")
     p.add_argument("--unseen", type=Path, help="a folder whose test split the arms' models also score")
     p.add_argument("--fold-curve", action="store_true", help="arms of several folds: the score of 1, 2, ... folds")
     args = p.parse_args(argv)
     arms = [("schedule", None)] + [(f"minutes-{m}", float(m)) for m in args.minutes.split(",") if m.strip()]
     if args.arms:
         by_name = dict(arms) | {n: float(n.split("-")[1]) for n in args.arms.split(",") if n.startswith("minutes-")}
+        by_name |= {n: None for n in args.arms.split(",") if n.startswith("schedule-folds")}
         arms = [(n, by_name[n]) for n in args.arms.split(",")]
     print("| arm | planned min | actual min | folds | epochs | OOF none | OOF best | test none | test rot90 "
           "| submission (TTA, thresholds) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, minutes in arms:
-        r = run_arm(args.data, args.preset, args.out / name, minutes, args.overrides, not args.in_process)
+        folds = int(name.split("-folds")[1]) if name.startswith("schedule-folds") else None
+        r = run_arm(args.data, args.preset, args.out / name, minutes, args.overrides, not args.in_process, folds)
         print(f"| {name} | {r['planned']:.1f} | {r['actual']:.1f} | {r['folds']} | {r['epochs']} | {r['oof']:.4f} | "
               f"{r['oof_best']:.4f} | {r['test_none']:.4f} | {r['test_rot90']:.4f} | {r['test_sub']:.4f} ({r['tta']}) |",
               flush=True)
