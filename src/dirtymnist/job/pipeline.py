@@ -228,7 +228,8 @@ class _Job:
 
     def _plan_inference_units(self) -> None:
         bs, n = self.o.batch_size, len(self.folds)
-        self.tta_units = inference_units(min(self._tta_rows(), self.val_rows * n), len(distinct_views(self.o.tta_presets)), 1, bs)
+        views = len(distinct_views(self.o.tta_presets))
+        self.tta_units = inference_units(min(self._tta_rows(), self.val_rows * n), views, 1, bs)
         self.predict_units = {t: inference_units(self.n_test, VIEWS[t], n, bs) for t in VIEWS}
         base = self._base_settings()
         other = [self.predict_units[t] for t in self.o.tta_presets if t not in base]
@@ -243,8 +244,8 @@ class _Job:
 
         with self.step("thresholds (OOF fit)", str(self.run_dir.thresholds)):
             self.fit = fit_thresholds(self.run_dir, self.data)
-        done = self.record.done("choose TTA (OOF)", self.models)
-        presets = list((done.get("info") or {}).get("half", {})) if done else self._tta_candidates()
+        done = self.record.done("choose TTA (OOF)", self.models)  # a resumed choice keeps its candidates
+        presets = list(done["info"]["half"]) if done and done.get("info") else self._tta_candidates()
         with self.step("choose TTA (OOF)", f"{' / '.join(presets)} by out-of-fold label accuracy"):
             self._choose_tta(presets)
         probs = self._predict()
