@@ -135,6 +135,14 @@ def test_an_epoch_fraction_shortens_each_data_epoch(tmp_path):
         load_config("cpu", ["epoch_fraction=0"])
 
 
+def test_the_step_rate_leaves_the_warm_up_steps_out():
+    from dirtymnist.job.measure import step_rate
+
+    seen = [3.0, 3.6] + [3.6 + 0.4 * k for k in range(1, 15)]  # build + first batch, then 0.4 s a step
+    assert step_rate(seen) == pytest.approx(0.4)
+    assert step_rate([0.5, 1.0]) == pytest.approx(0.5)  # a folder of two steps: what there is
+
+
 def test_the_tta_sample_is_a_bounded_share_of_the_budget():
     assert plan_budget(15 * 60, 20, COSTS, folds_k=5).tta_rows == 1500  # 10 % of 900 s at 0.06 s a row
     assert plan_budget(60 * 60, 20, COSTS, folds_k=5).tta_rows == 2000  # --tta-rows caps it

@@ -2,11 +2,13 @@
 
 A short timing run on the job's real batches: `train` (the same config, its data stage only, one
 epoch) on fold 0 into `OUT/.measure`, stopped by its `on_step` hook after `MEASURE_STEPS` steps;
-then one inference batch of the test split through the model it left, in each kind of view the job
-may predict (plain, zoomed, flipped: rotations of one kind cost the same, so one is timed and stands
-for the others; a zoomed view costs ~2.5 plain ones, it is drawn larger). The run is thrown away:
-the job's own training starts afresh with the planned schedule (the cosine's length depends on it).
-The first step (model build, first batch, warm-up) is left out of the step rate.
+then `VIEW_BATCHES` inference batches of the test split through the model it left, in each kind of
+view the job may predict (plain, zoomed, flipped: rotations of one kind cost the same, so one is
+timed and stands for the others; a zoomed view costs about two plain ones, it is drawn larger).
+The run is thrown away: the job's own training starts afresh with the planned schedule (the
+cosine's length depends on it). The first two steps (model build, first batch, warm-up) are left
+out of the step rate. The figures are as good as the machine is quiet while they are taken:
+another job on the cores then makes the plan long or short (BENCHMARKS, "A time budget").
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MEASURE_STEPS = 8  # optimizer steps timed (the first one excluded from the rate)
+MEASURE_STEPS = 16  # optimizer steps timed (the first two left out of the rate: build, first batch, warm-up)
+VIEW_BATCHES = 2  # inference batches timed per kind of view, after one batch of warm-up
 
 
 def measure_rates(data_dir, preset: str, overrides: list[str], out: Path, *, data_steps: int,
@@ -49,14 +52,14 @@ def measure_rates(data_dir, preset: str, overrides: list[str], out: Path, *, dat
         return info.step >= k
 
     train(data_dir, cfg, folds=[0], run_dir=run.path, on_step=hook)
-    step_s = (seen[-1] - seen[0]) / (len(seen) - 1) if len(seen) >= 3 else seen[-1] / len(seen)
+    step_s = step_rate(seen)
 
     test = open_split(DataPaths.from_root(data_dir), "test")
     model = open_model(run.fold(0).last)
-    rows = np.arange(min(len(test), batch_size))
+    rows = np.arange(min(len(test), VIEW_BATCHES * batch_size))
     fns = {v: fn for preset_views in TTA_PRESETS.values() for v, fn in preset_views}
     fns["rot0"] = fns.get("rot0", fns["id"])
-    model.logits(test.images, rows[: max(1, len(rows) // 4)], [("rot0", fns["rot0"])], batch_size=batch_size)  # warm-up
+    model.logits(test.images, rows[:batch_size], [("rot0", fns["rot0"])], batch_size=batch_size)  # warm-up
     kinds: dict[str, float] = {}
     for v in dict.fromkeys(["rot0", *views]):
         kind = re.sub(r"rot\d+", "rot", v)
@@ -69,3 +72,11 @@ def measure_rates(data_dir, preset: str, overrides: list[str], out: Path, *, dat
     log.info("measured: %.3fs per optimizer step; per image: %s", step_s,
              ", ".join(f"{k}* {s:.4f}s" for k, s in kinds.items()))
     return step_s, view_s, time.perf_counter() - t_start
+
+
+def step_rate(seen: list[float]) -> float:
+    """Seconds per optimizer step from the training seconds seen at each step: the mean over the
+    steps after the first two (model build, first batch and allocator warm-up are not the rate)."""
+    if len(seen) >= 4:
+        return (seen[-1] - seen[2]) / (len(seen) - 3)
+    return seen[-1] / len(seen)
