@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from lookalike_scenes import LOOKALIKE_FONTS, folder, make, read_set  # noqa: E402  (the renderer)
+from lookalike_scenes import LOOKALIKE_FONTS, MORE_FONTS, TESTC_FONTS, folder, make, read_set  # noqa: E402
 
 
 def models(checkpoints: list[str], weights: list[str]):
@@ -112,10 +112,12 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--weights", default="ema", help="ema (the EMA weights where kept, as predict uses) "
                    "and/or raw (the trained weights), comma-separated")
-    sub.add_parser("fonts", help="print the measured set's font families, comma-separated")
+    f = sub.add_parser("fonts", help="print the measured set's font families, comma-separated")
+    f.add_argument("--set", default="13", choices=("13", "51", "testc"),
+                   help="13: the look-alike set's; 51: those and 38 more (the 51-font folder); testc: 12 in no folder")
     args = p.parse_args(argv)
     if args.cmd == "fonts":
-        print(",".join(LOOKALIKE_FONTS))
+        print(",".join({"13": LOOKALIKE_FONTS, "51": LOOKALIKE_FONTS + MORE_FONTS, "testc": TESTC_FONTS}[args.set]))
     elif args.cmd == "folder":
         folder(args.out, args.fonts, args.n_train, args.n_test, args.seed, args.workers,
                args.families.split(",") if args.families else None)

@@ -27,6 +27,20 @@ LOOKALIKE_FONTS = (
     "comic-neue", "dancing-script", "itim", "marck-script", "playpen-sans", "shantell-sans",
     "sriracha", "amatic-sc",
 )  # fmt: skip
+# 38 more hands for the 51-font folder (BENCHMARKS, "A time budget"; npm @fontsource, OFL / Apache; the
+# hairline formal scripts and a font with missing glyphs left out), and TESTC's 12, in no folder
+MORE_FONTS = (
+    "amita", "bilbo", "charmonman", "chewy", "damion", "delicious-handrawn", "dr-sugiyama", "dynalight",
+    "freckle-face", "grechen-fuemen", "henny-penny", "hurricane", "italianno", "jim-nightshade", "knewave",
+    "lakki-reddy", "leckerli-one", "meow-script", "moon-dance", "niconne", "norican", "playball",
+    "playwrite-de-grund", "playwrite-dk-loopet", "playwrite-it-moderna", "playwrite-us-trad", "pompiere",
+    "puppies-play", "rochester", "sail", "sedgwick-ave-display", "send-flowers", "twinkle-star", "vibur",
+    "water-brush", "yesteryear", "yusei-magic", "zcool-kuaile",
+)  # fmt: skip
+TESTC_FONTS = (
+    "cherry-bomb-one", "darumadrop-one", "engagement", "felipa", "fondamento", "macondo", "mouse-memoirs",
+    "princess-sofia", "quintessential", "sofia", "vujahday-script", "yuji-boku",
+)  # fmt: skip
 SIZE = 256
 DRAW_PX = 96  # the font size glyphs are drawn at before scaling
 

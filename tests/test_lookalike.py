@@ -115,6 +115,11 @@ def test_no_lookalike_font_is_bundled_or_fetched(monkeypatch):
     extra = set(fetch_fonts.WEIGHTS_FAMILIES)
     assert len(extra) == len(fetch_fonts.WEIGHTS_FAMILIES) == 81
     assert not extra & (set(lookalike.LOOKALIKE_FONTS) | bundled | set(fetch_fonts.FAMILIES))
+    # the 51-font folder's 38 more hands and TESTC's 12: in no weights, no bundle, and apart
+    more, testc = set(lookalike.MORE_FONTS), set(lookalike.TESTC_FONTS)
+    assert (len(more), len(testc)) == (38, 12)
+    assert not (more | testc) & (extra | bundled | set(fetch_fonts.FAMILIES) | set(lookalike.LOOKALIKE_FONTS))
+    assert not more & testc
 
 
 def test_folder_is_a_competition_layout_the_package_reads(tmp_path):
