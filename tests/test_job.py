@@ -116,6 +116,16 @@ def test_plan_adds_folds_only_when_the_epoch_cap_is_reached():
     assert plan_budget(600 * 60, 20, COSTS, folds_k=5).folds == [0, 1, 2, 3, 4]  # never past folds_k
 
 
+def test_the_plans_view_tables_match_the_tta_presets():
+    from dirtymnist.infer.predict import _SAME_VIEW
+    from dirtymnist.job.plan import VIEWS
+    from dirtymnist.model.transforms import TTA_PRESETS
+
+    assert set(VIEWS) == set(DISTINCT_VIEWS) == set(TTA_PRESETS)
+    for name, views in TTA_PRESETS.items():
+        assert VIEWS[name] == len(views) and DISTINCT_VIEWS[name] == {_SAME_VIEW.get(v, v) for v, _ in views}, name
+
+
 def test_epochs_round_up_and_each_draws_the_share_of_rows_that_fits():
     assert epochs_that_fit(3.8 * 60, COSTS, EPOCH_CAP) == (4, 0.94)  # 4 x (47 + 10) = 228 s
     assert epochs_that_fit(3 * 60, COSTS, EPOCH_CAP) == (3, 1.0)  # whole epochs: every row

@@ -5,7 +5,7 @@
     plan = plan_budget(3600, spent_s=40, costs=costs, folds_k=5)   # -> Plan(epochs=12, folds=[0, 1], ...)
 
 The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
-- Inference is reserved first, at each view's measured cost (a zoomed view costs ~2.5 plain ones):
+- Inference is reserved first, at each view's measured cost (a zoomed view costs about two plain ones):
   the test split through every kept fold model in the settings always predicted (rot90, and none
   when the folder has answers), the TTA choice on out-of-fold rows (a sample of at most
   `TTA_SHARE` of the budget, never under `MIN_TTA_ROWS` rows), thresholds, report and package, plus
@@ -21,7 +21,8 @@ The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
   held-out rows gives no out-of-fold rows to fit thresholds or choose the TTA on.
 - The data stage's length is the plan's `epochs` and `epoch_fraction` (config keys): whole epochs
   rounded up, each drawing the share of the rows that fits (3.8 epochs' time: 4 epochs of 94 %), so
-  the cosine schedule ends on time and no minute is lost to rounding down; stages on generated scenes keep their own steps and are costed at the measured step rate.
+  the cosine schedule ends on time and no minute is lost to rounding down; stages on generated
+  scenes keep their own steps and are costed at the measured step rate.
 - A budget too small for one epoch still plans one (`fits` False, said in the plan table).
 """
 
