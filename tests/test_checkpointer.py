@@ -19,7 +19,7 @@ def test_the_state_round_trips_through_a_checkpoint_and_ignores_other_keys():
     state.end_epoch(_row(1, 0.7, 0.6), "label_acc")
     state.step = 3
     ckpt = {"model": {}, "config": {}, **state.to_checkpoint()}
-    assert list(state.to_checkpoint()) == ["epoch", "step", "best", "best_epoch", "history", "stale", "stopped"]
+    assert list(state.to_checkpoint()) == ["epoch", "step", "best", "best_epoch", "history", "stale", "stopped", "refit"]
     assert FoldState.from_checkpoint(ckpt) == state
     assert FoldState.from_checkpoint({"model": {}, "epoch": 2}) == FoldState(epoch=2)  # an older checkpoint
 

@@ -22,6 +22,7 @@ from dirtymnist.job.plan import (
     MIN_TTA_ROWS,
     Costs,
     affordable_tta,
+    data_budget,
     epochs_that_fit,
     plan_budget,
 )
@@ -124,6 +125,30 @@ def test_the_plans_view_tables_match_the_tta_presets():
     assert set(VIEWS) == set(DISTINCT_VIEWS) == set(TTA_PRESETS)
     for name, views in TTA_PRESETS.items():
         assert VIEWS[name] == len(views) and DISTINCT_VIEWS[name] == {_SAME_VIEW.get(v, v) for v, _ in views}, name
+
+
+def test_the_data_budget_reprices_the_inference_reserve_at_the_view_rate_seen():
+    plan = plan_budget(15 * 60, 20, COSTS, folds_k=5)
+    assert plan.data_seconds == pytest.approx(590)  # 10 x (49 + 10) s, as planned
+    assert data_budget(plan, COSTS.view_s) == pytest.approx(590)  # validation ran at the measured rate
+    # views at half the measured cost: half of the TTA choice's 90 s and the test split's 125 s is the data stage's
+    assert data_budget(plan, COSTS.view_s / 2) == pytest.approx(590 + 107.5)
+    assert data_budget(plan, COSTS.view_s * 2) == pytest.approx(590 - 215)  # dearer views: fewer batches
+    two = plan_budget(30 * 60, 20, COSTS, folds_k=5, folds=[0, 1])
+    assert data_budget(two, COSTS.view_s / 2) - two.data_seconds == pytest.approx(
+        (two.seconds["choose TTA (OOF sample)"] + two.seconds["predict (test split)"]) / 4)  # shared by 2 folds
+
+
+def test_the_progress_bar_follows_a_refit():
+    from dirtymnist.job.progress import JobProgress
+
+    bar = JobProgress()
+    bar.plan_training([0, 1], [5, 3, 3])  # a 5-step stage, then 2 data epochs of 3
+    bar.on_epoch(0, 0, {})
+    bar.on_epoch(0, 1, {"next_steps": 6})  # the epoch after it, in fold 0 and in fold 1, now 6
+    assert bar.bar.total == 14 + 14 and bar.fold_start[1] == 14  # [5, 3, 6] each
+    assert (bar._at(0, 2), bar._at(0, 3), bar._at(1, 3)) == (8, 14, 28)  # where each epoch's end puts the bar
+    bar.close()
 
 
 def test_epochs_round_up_and_each_draws_the_share_of_rows_that_fits():

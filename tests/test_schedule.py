@@ -112,3 +112,63 @@ def test_the_lr_after_a_resume_equals_an_uninterrupted_runs(scheduler, stop):
     again.resume(saved, lrs)
     after = _run(again, losses, start=stop)
     assert before + after == whole
+
+
+# --------------------------------------------------------------------------- a time budget's refit
+def test_a_refit_bends_the_cosine_where_it_is_and_ends_it_at_the_floor():
+    """After stage b's first epoch its two later epochs take 10 batches instead of 6: the lr goes on
+    from where it was (no jump), falls monotonically and reaches the floor on the new last step."""
+    cfg = _cfg("scheduler=cosine")
+    schedule = _schedule(cfg)
+    lrs, plan = [], schedule.plan
+    for epoch in range(len(plan)):
+        schedule.start_epoch(epoch, 0)
+        for _ in range(plan[epoch].steps):
+            lrs.append(schedule.lr)
+            schedule.optimizer.step()
+            schedule.after_step()
+        schedule.after_epoch(1.0)
+        if epoch == 2:  # stage b's first epoch: 6 steps done of 18 planned
+            before = schedule.lr
+            refit = schedule.refit(epoch, 10)
+            assert schedule.lr == before and [p.steps for p in plan[3:]] == [10, 10]
+            assert refit == {"stage": 1, "after_epoch": 2, "steps": 10, "bend": [6, pytest.approx((6 - 3) / 15)]}
+    b = lrs[20:]
+    assert len(b) == 26 and b[:6] == pytest.approx([_cosine(0.002, t, 3, 18) for t in range(6)])
+    assert all(x >= y for x, y in zip(b[3:], b[4:]))  # after the warmup: down, never up
+    assert b[6] == pytest.approx(_cosine(0.002, 6, 3, 18))  # continuous at the bend
+    p0 = 3 / 15
+    last = p0 + (1 - p0) * (25 - 6) / (26 - 6)
+    assert b[-1] == pytest.approx(0.002 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * last))))
+    assert schedule.refit(4, 3) is None  # the stage's last epoch: nothing left to set
+
+
+def test_a_resumed_refit_runs_the_same_lrs():
+    cfg = _cfg("scheduler=cosine")
+    whole = _schedule(cfg)
+    _run(whole, stop=(3, 0))
+    refit = whole.refit(2, 10)  # as train does after the epoch's validation (stop=(3, 0): after epoch 2)
+    after_whole = _run(whole, start=(3, 0))
+
+    first = _schedule(cfg)
+    _run(first, stop=(3, 0))
+    first.refit(2, 10)
+    _run(first, start=(3, 0), stop=(3, 4))  # then killed at epoch 3 step 4
+    saved, lrs = first.state_dict(), [g["lr"] for g in first.optimizer.param_groups]
+    again = _schedule(cfg)
+    again.optimizer.load_state_dict(first.optimizer.state_dict())
+    again.resume(saved, lrs)
+    again.apply_refit(refit)  # what the checkpoint kept
+    assert [p.steps for p in again.plan[3:]] == [10, 10]
+    assert _run(again, start=(3, 4)) == pytest.approx(after_whole[4:], rel=1e-12)
+
+
+def test_refit_steps_fill_the_budget_at_the_rate_the_epoch_ran():
+    from dirtymnist.train.schedule import refit_steps
+
+    # the first epoch: 50 batches of 8 in 20 s (0.4 s a batch) plus 10 s of validation: 30 s
+    rows = [{"seconds": 30.0, "samples": 400, "data_time": 2.0, "step_time": 18.0}]
+    # 150 s in all: 120 left for 2 epochs, 60 each: 10 s validation + 125 batches ... at most a full pass
+    assert refit_steps(150, rows, 2, 8, 1000) == 125
+    assert refit_steps(150, rows, 2, 8, 100) == 100  # never past a full pass
+    assert refit_steps(20, rows, 2, 8, 100) == 1  # over budget already: the least

@@ -213,3 +213,30 @@ def test_step_hook_stops_and_the_run_records_its_data(tmp_path, make_dataset):
     # the same call without the hook continues from step 2 to the end
     best = train(data, cfg, run_dir=run)[0]
     assert best["epoch"] >= 1 and load_checkpoint(run / "fold0" / "last.pt")["epoch"] == 2
+
+
+def test_a_time_budget_refits_later_epochs_and_a_resume_keeps_the_refit(tmp_path, make_dataset):
+    """`data_budget` after each data epoch sets the later epochs' length (here: a budget that pays
+    for full passes, then one that pays for nothing); stopped mid-epoch and resumed without the
+    budget, the fold runs the refit it kept, bit-exactly as the uninterrupted one."""
+    from dirtymnist.train.loop import train
+
+    data = make_dataset(tmp_path / "data", n_train=48, n_test=2)
+    cfg = load_config("scratch", [*TINY, "epochs=3", "epoch_fraction=0.5"])  # 4 batches a pass, 2 an epoch
+    ample = lambda fold, row: 1e9  # noqa: E731
+    train(data, cfg, run_dir=tmp_path / "whole", data_budget=ample)
+    rows = [json.loads(x) for x in (tmp_path / "whole" / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in rows] == [16, 32, 32] and rows[0]["next_steps"] == 4
+
+    train(data, cfg, run_dir=tmp_path / "run", data_budget=ample, on_step=lambda info: (info.epoch, info.step) == (1, 2))
+    assert load_checkpoint(tmp_path / "run" / "fold0" / "last.pt")["refit"]["steps"] == 4
+    train(data, cfg, run_dir=tmp_path / "run")  # resumed: no budget asked, the kept refit runs
+    a, b = load_checkpoint(tmp_path / "whole" / "fold0" / "last.pt"), load_checkpoint(tmp_path / "run" / "fold0" / "last.pt")
+    assert [r["samples"] for r in b["history"]] == [16, 16, 32]  # epoch 2: its last 2 of 4 batches after the resume
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), f"model.{key} differs after resume"
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+    train(data, cfg, run_dir=tmp_path / "none", data_budget=lambda fold, row: 0.0)
+    rows = [json.loads(x) for x in (tmp_path / "none" / "fold0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in rows] == [16, 8, 8]  # over budget at once: one batch an epoch

@@ -40,6 +40,7 @@ from dirtymnist.job.plan import (
     Costs,
     Plan,
     affordable_tta,
+    data_budget,
     distinct_views,
     plan_budget,
     setting_seconds,
@@ -218,13 +219,20 @@ class _Job:
         name = f"train ({self.preset}, fold{'s' if len(self.folds) > 1 else ''} {','.join(map(str, self.folds))})"
         with self.step(name, str(self.run_dir)):
             best = train(self.data, self.cfg, folds=self.folds, run_dir=self.run_dir.path, force=self.o.force,
-                         on_epoch=self.bar.on_epoch if shown else None, on_step=self.bar.on_step if shown else None)
+                         on_epoch=self.bar.on_epoch if shown else None, on_step=self.bar.on_step if shown else None,
+                         data_budget=self._data_budget if self.plan is not None and self.plan.data_seconds else None)
         for f in self.folds:
             self.bar.fold_done(f)
         accs = [b["label_acc"] for b in best.values() if b]
         self.summary.val_label_acc = float(np.mean(accs)) if accs else None
         self.summary.epochs = sum(e.source == "data" for e in epochs)
         self.models = models_key(self.run_dir.model_files())
+
+    def _data_budget(self, fold: int, row: dict) -> float:
+        """train's `data_budget`: the fold's data-stage seconds, the inference reserve priced at the
+        view rate this epoch's validation ran at (plan.data_budget)."""
+        val_s = row["seconds"] - row["data_time"] - row["step_time"]
+        return data_budget(self.plan, val_s / max(self.val_rows, 1))
 
     def _plan_inference_units(self) -> None:
         bs, n = self.o.batch_size, len(self.folds)

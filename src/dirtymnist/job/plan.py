@@ -24,6 +24,11 @@ The rule, and why (BENCHMARKS.md, "A time budget: epochs or folds"):
   the cosine schedule ends on time and no minute is lost to rounding down; stages on generated
   scenes keep their own steps and are costed at the measured step rate.
 - A budget too small for one epoch still plans one (`fits` False, said in the plan table).
+- The measurement is short and a VM's speed drifts (BENCHMARKS: a 30-minute job timed 0.525 s a step
+  and 0.017 s a view, then ran at 0.43 and 0.011, and ended at 20 minutes). So after each data-stage
+  epoch the job prices the fold again (`data_budget`): the inference reserve at the view rate that
+  epoch's validation ran at, and train sets the later epochs' length from the rate it ran at
+  (train.schedule.refit_steps): the epochs stay, their share of the rows moves.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class Plan:
     costs: dict = field(default_factory=dict)
     tta_rows: int = 0  # the TTA choice's out-of-fold sample, sized to the budget
     epoch_fraction: float = 1.0  # share of the fold's rows each data-stage epoch draws (config key)
+    data_seconds: float = 0.0  # one fold's data stage as planned: its epochs and their validation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,13 +120,23 @@ def plan_budget(budget_s: float, spent_s: float, costs: Costs, *, folds_k: int,
             per_fold = fold_fixed_s + epoch_cap * epoch_s
             n = max(1, min(folds_k, math.floor(avail / max(per_fold, 1e-9))))
         folds = list(range(n))
-    train_s = n * (c.other_steps * c.step_s + epochs * (fraction * c.data_steps * c.step_s + c.val_rows * c.view_s))
+    data_s = epochs * (fraction * c.data_steps * c.step_s + c.val_rows * c.view_s)
+    train_s = n * (c.other_steps * c.step_s + data_s)
     predict_s = n * c.test_rows * c.test_row_s
     seconds = {"already spent (cache, folds, measuring)": spent_s, "train": train_s,
                "choose TTA (OOF sample)": tta_s, "predict (test split)": predict_s,
                "thresholds, evaluate, report, package": c.fixed_s, "margin": budget_s * margin}
     fits = spent_s + train_s + predict_s + reserve_s <= budget_s + 1e-9
-    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c), tta_rows, fraction)
+    return Plan(budget_s, epochs, list(folds), fits, seconds, asdict(c), tta_rows, fraction, data_s)
+
+
+def data_budget(plan: Plan, view_s_seen: float) -> float:
+    """Seconds one fold's data stage may take, priced again once an epoch has run: the planned
+    data stage, plus (minus) the inference reserve's share that the view rate seen in validation
+    (`view_s_seen` a row) saves (costs) against the measured one. The rate is trusted within 4x."""
+    ratio = min(4.0, max(0.25, view_s_seen / max(plan.costs["view_s"], 1e-9)))
+    infer_s = plan.seconds["choose TTA (OOF sample)"] + plan.seconds["predict (test split)"]
+    return plan.data_seconds + infer_s * (1 - ratio) / max(len(plan.folds), 1)
 
 
 def epochs_that_fit(seconds: float, c: Costs, epoch_cap: int) -> tuple[int, float]:

@@ -48,8 +48,20 @@ class JobProgress:
         return False
 
     def on_epoch(self, fold: int, epoch: int, row: dict) -> None:
-        """train's `on_epoch`: the fold is at the end of `epoch` (0-based)."""
+        """train's `on_epoch`: the fold is at the end of `epoch` (0-based). A time budget's refit
+        (`next_steps`) sets the epochs after it, of this fold and of the folds not yet started."""
+        if "next_steps" in row and self.fold_start:
+            self._refit(fold, epoch, int(row["next_steps"]))
         self._jump(self._at(fold, epoch + 1))
+
+    def _refit(self, fold: int, epoch: int, steps: int) -> None:
+        start = self.fold_start.get(fold, self.bar.n)
+        old = sum(self.epoch_steps)
+        self.epoch_steps[epoch + 1:] = [steps] * len(self.epoch_steps[epoch + 1:])
+        delta, later = sum(self.epoch_steps) - old, sorted(f for f, s in self.fold_start.items() if s > start)
+        for i, f in enumerate(later, 1):
+            self.fold_start[f] += i * delta
+        self.add(delta * (1 + len(later)))
 
     def fold_done(self, fold: int) -> None:
         self._jump(self._at(fold, len(self.epoch_steps)))

@@ -9,7 +9,7 @@ the OOF set, metrics.jsonl, TensorBoard and timed saves (timm's CheckpointSaver,
 
 Checkpoint keys: model, ema, swa, optimizer, scheduler, scaler, the FoldState fields (epoch =
 epochs finished, step = batches finished inside the current one, best, best_epoch, history,
-stale, stopped), config, letters, rng, fold, precision.
+stale, stopped, refit), config, letters, rng, fold, precision.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class FoldState:
     history: list[dict] = field(default_factory=list)  # every finished epoch's metrics row
     stale: int = 0  # epochs since the best one
     stopped: bool = False  # early stopping or the time limit ended the fold
+    refit: dict | None = None  # a time budget's last refit of the stage's later epochs (Schedule.refit)
 
     def to_checkpoint(self) -> dict:
         return dataclasses.asdict(self)

@@ -34,7 +34,7 @@ from dirtymnist.train.build import build_parts, seed_everything
 from dirtymnist.train.checkpointer import Checkpointer, FoldState
 from dirtymnist.train.engine import TrainParts, evaluate, train_one_epoch
 from dirtymnist.train.pseudo import PseudoSet, load_pseudo, settle_pseudo
-from dirtymnist.train.schedule import build_plan
+from dirtymnist.train.schedule import build_plan, refit_steps
 from dirtymnist.train.stages import TrainData, build_stage, load_training_data
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,20 @@ class FoldContext:
     force: bool = False  # resume even if the config changed
     on_epoch: Callable | None = None  # (fold, epoch, row) after each epoch's checkpoint
     on_step: Callable | None = None  # (StepInfo) -> True to stop, at optimizer steps
+    data_budget: Callable | None = None  # (fold, row) -> seconds the fold's data stage may take
 
 
 def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir=None,
-          force: bool = False, cache_dir=None, on_epoch=None, on_step=None) -> dict[int, dict]:
+          force: bool = False, cache_dir=None, on_epoch=None, on_step=None,
+          data_budget=None) -> dict[int, dict]:
     """Train each fold in turn (each resumable). Returns {fold: best validation metrics}.
 
     Hooks for tools built on top (tune, benchmarks): `on_epoch(fold, epoch, row)` after each
     epoch's checkpoint is written (it may raise, e.g. to prune a trial); `on_step(StepInfo)`
-    at optimizer steps -- returning True saves last.pt and stops the fold there.
+    at optimizer steps -- returning True saves last.pt and stops the fold there. A time budget
+    (`run --minutes`): `data_budget(fold, row)`, asked after each data-stage epoch but the stage's
+    last, gives the seconds the fold's data stage may take in all; its later epochs' length is set
+    again to end on it, from the rate this fold ran at (schedule.refit_steps, Schedule.refit).
     """
     device = dist.init_from_env() or choose_device()
     run = RunDir(run_dir or Path("runs") / (cfg.preset or "run"))
@@ -102,7 +107,7 @@ def train(data_dir, cfg: TrainConfig, *, folds: list[int] | None = None, run_dir
             held.enter_context(runfolder.claim(run, folds[0]))
         if dist.is_main():  # config.yaml, run.json: written only now that every check passed
             runfolder.record_run(run, cfg, data_dir, cache_dir, force=force)
-        context = FoldContext(cfg, device, pseudo, force, on_epoch, on_step)
+        context = FoldContext(cfg, device, pseudo, force, on_epoch, on_step, data_budget)
         return _train_folds(context, split, rows, fold_of, run, folds)
 
 
@@ -153,6 +158,7 @@ def train_fold(context: FoldContext, split, train_rows: np.ndarray, val_rows: np
         log.info("fold %d: %s on %s", fold, describe_precision(cfg, device), device.type)
     files = Checkpointer(fold_dir, parts, letters, main=main)
     state = files.resume(force=context.force)
+    parts.schedule.apply_refit(state.refit)
     if state.epoch >= len(plan) or state.stopped:
         if main:
             log.info("fold %d: already finished (%d epochs)", fold, len(plan))
@@ -180,6 +186,8 @@ def train_fold(context: FoldContext, split, train_rows: np.ndarray, val_rows: np
         row = {"epoch": epoch + 1, "stage": spec.stage, "source": spec.source, **stats, **val,
                "lr": parts.schedule.lr, "seconds": time.perf_counter() - hook.t0,
                "samples_per_s": stats["samples"] / max(train_seconds, 1e-9)}
+        if context.data_budget is not None and spec.source == "data":
+            _refit(context, fold, epoch, row, state, parts, data.batches_per_epoch(cfg.batch_size))
         better = state.end_epoch(row, cfg.best_metric)
         if better:
             files.save_best(state, probs, validation.index, validation.targets)
@@ -198,6 +206,24 @@ def train_fold(context: FoldContext, split, train_rows: np.ndarray, val_rows: np
     if main:
         parts.swa.finish(split, train_rows, val_rows, fold_dir, len(state.history))
     return state.best
+
+
+def _refit(context: FoldContext, fold: int, epoch: int, row: dict, state: FoldState, parts: TrainParts,
+           full_steps: int) -> None:
+    """A time budget: the data stage's later epochs set again from this fold's own rate (the same
+    on every process: the fewest steps any of them asks for), kept in `state` and said in `row`."""
+    plan, stage = parts.schedule.plan, parts.schedule.plan[epoch].stage
+    left = sum(p.stage == stage for p in plan[epoch + 1:])
+    if not left:
+        return
+    rows = [r for r in state.history if r.get("stage") == stage and r.get("source") == "data"] + [row]
+    steps = refit_steps(context.data_budget(fold, row), rows, left, context.cfg.batch_size, full_steps)
+    steps = int(-dist.all_reduce_max(-float(steps)))
+    state.refit = parts.schedule.refit(epoch, steps)
+    row["next_steps"] = steps
+    if dist.is_main():
+        log.info("fold %d: the time budget sets the %d epoch(s) left to %d batches each (%.0f%% of the rows)",
+                 fold, left, steps, 100 * steps / max(full_steps, 1))
 
 
 @dataclass
